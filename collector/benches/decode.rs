@@ -1,0 +1,141 @@
+//! OTLP protobuf decoding of 100-item export requests, one per signal.
+//!
+//! The data is built outside the timed closures; throughput is reported in items.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use pipewarden_collector::otlp::{Encoding, SignalKind, decode_request};
+use prost::Message;
+
+const ITEMS: u64 = 100;
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![kv("service.name", "orders"), kv("host.name", "worker-1")],
+        ..Default::default()
+    })
+}
+
+fn traces() -> Vec<u8> {
+    let spans = (0..ITEMS)
+        .map(|i| Span {
+            trace_id: [(i % 251) as u8 + 1; 16].to_vec(),
+            span_id: [(i % 251) as u8 + 1; 8].to_vec(),
+            name: "process order".to_owned(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1_000,
+            end_time_unix_nano: 1_700_000_000_250_000_000 + i * 1_000,
+            attributes: vec![kv("pipeline.stage", "enrich"), kv("order.kind", "retail")],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn logs() -> Vec<u8> {
+    let records = (0..ITEMS)
+        .map(|i| LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_000 + i,
+            severity_number: 9,
+            severity_text: "INFO".to_owned(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!(
+                    "order {i} enriched with 3 line items in 12 ms"
+                ))),
+            }),
+            attributes: vec![kv("order.id", &i.to_string())],
+            trace_id: [7; 16].to_vec(),
+            span_id: [9; 8].to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn metrics() -> Vec<u8> {
+    let points = (0..ITEMS)
+        .map(|i| NumberDataPoint {
+            attributes: vec![kv("queue", &format!("q{}", i % 10))],
+            time_unix_nano: 1_700_000_000_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(i as f64)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".to_owned(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: points,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("otlp_protobuf_decode");
+    group.throughput(Throughput::Elements(ITEMS));
+    for (kind, body) in [
+        (SignalKind::Logs, logs()),
+        (SignalKind::Traces, traces()),
+        (SignalKind::Metrics, metrics()),
+    ] {
+        let body = Bytes::from(body);
+        let id = format!("{}/items={ITEMS}", kind.as_str());
+        group.bench_function(id, |b| {
+            b.iter(|| decode_request(kind, Encoding::Protobuf, body.clone()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode);
+criterion_main!(benches);

@@ -1,0 +1,964 @@
+//! The deriver: turns accepted OTLP requests into [`SignalBatch`]es.
+//!
+//! # Windows
+//!
+//! Windows are aligned to wall-clock multiples of `signals.window` and assigned by *arrival*
+//! time: an item counts in the window open when the deriver processes it. (Exporters batch for
+//! seconds before sending, so a window should be several export intervals long.) When the wall
+//! clock passes the end of the open window, the window closes: every stage with activity in it
+//! yields a [`StageWindow`] and its series points, stamped with the window end. At shutdown the
+//! open window is closed early, ending at the shutdown time.
+//!
+//! Per stage and window:
+//! - `span.count`, `span.throughput_per_s` (count / window seconds), `span.error_ratio`
+//!   (status ERROR / count), `span.latency_p50_ms`, `span.latency_p95_ms`,
+//!   `span.latency_p99_ms` (nearest rank, exact up to `max_latency_samples` spans, then over a
+//!   uniform reservoir sample with a fixed seed) when the stage had spans;
+//! - `log.count` with attribute `severity` (`TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`,
+//!   `UNSPECIFIED`), one series per severity seen;
+//! - `job.success_ratio` with attribute `job`, per job that ran.
+//!
+//! Emitted as they arrive: every metric data point (gauge and sum as the value, histograms and
+//! exponential histograms as `<name>.count` and `<name>.sum`, summaries as `<name>.count`,
+//! `<name>.sum` and `<name>.quantile` with attribute `quantile`; timestamp = point time), every
+//! log record, and every job run with its `job.runtime_ms` point (timestamp = run end).
+//!
+//! # Stages
+//!
+//! The stage is the resource `service.name` (`unknown_service` without one), refined to
+//! `service/value` by the first of `signals.stage_attributes` found on the item itself, else by
+//! the first found on the resource.
+//!
+//! # Bounds
+//!
+//! At most `max_stages` stages per window; items of further stages are dropped (reason
+//! `max_stages`). At most `max_series` distinct metric and job series keys; a key unused for
+//! [`SERIES_IDLE_WINDOWS`] windows is forgotten; points of new keys beyond the cap are dropped
+//! (reason `cardinality`; a job run whose series cannot be admitted still counts as a span but
+//! yields no run). Per-stage series (`span.*`, `log.count`) are bounded by `max_stages` and not
+//! capped. Latency samples are bounded by `max_latency_samples` per stage. Non-finite metric
+//! values are dropped (reason `non_finite`). Output batches hold at most
+//! `output_batch_max_points` points and as many log records. Every drop is counted in
+//! `pipewarden_collector_dropped_total`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpLogRecord;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SignalsConfig;
+use crate::otlp::{Admitted, OtlpRequest};
+use crate::signal::{JobRun, JobStatus, LogRecord, SeriesPoint, SignalBatch, StageWindow, series_key};
+use crate::telemetry::{CollectorTelemetry, Signal};
+
+/// Windows a series key may go unused before it stops counting against `max_series`.
+pub(crate) const SERIES_IDLE_WINDOWS: u64 = 60;
+
+/// Severity classes, in the order of [`StageWindow::logs_by_severity`].
+const SEVERITIES: [&str; 7] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "UNSPECIFIED"];
+const UNSPECIFIED: usize = 6;
+
+/// Seed of the latency reservoir sampler: runs over the same input give the same percentiles.
+const RESERVOIR_SEED: u64 = 0x5eed_0f_b1a5_u64;
+
+/// Derivation settings taken from `[collector.signals]`.
+#[derive(Debug, Clone)]
+pub(crate) struct DeriveSettings {
+    window_ms: i64,
+    stage_attributes: Vec<String>,
+    max_series: usize,
+    max_stages: usize,
+    max_latency_samples: usize,
+    output_batch_max_points: usize,
+    job_attribute: Option<String>,
+    job_span_names: HashSet<String>,
+}
+
+impl DeriveSettings {
+    pub(crate) fn new(config: &SignalsConfig) -> Self {
+        Self {
+            window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX).max(1),
+            stage_attributes: config.stage_attributes.clone(),
+            max_series: config.max_series,
+            max_stages: config.max_stages,
+            max_latency_samples: config.max_latency_samples.max(1),
+            output_batch_max_points: config.output_batch_max_points.max(1),
+            job_attribute: Some(config.jobs.attribute.clone()).filter(|a| !a.is_empty()),
+            job_span_names: config.jobs.span_names.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Wall clock advanced by tokio's clock, so tests can pause and advance time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    wall_ms_at_start: i64,
+    start: Instant,
+}
+
+impl Clock {
+    /// Returns a clock reading the system wall clock now.
+    pub(crate) fn system() -> Self {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self::starting_at(wall_ms)
+    }
+
+    /// Returns a clock that reads `wall_ms` now.
+    pub(crate) fn starting_at(wall_ms: i64) -> Self {
+        Self {
+            wall_ms_at_start: wall_ms,
+            start: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.wall_ms_at_start.saturating_add(elapsed)
+    }
+
+    fn instant_at(&self, wall_ms: i64) -> Instant {
+        let offset = u64::try_from(wall_ms.saturating_sub(self.wall_ms_at_start)).unwrap_or(0);
+        self.start + Duration::from_millis(offset)
+    }
+}
+
+/// SplitMix64: a small deterministic generator for reservoir sampling.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Returns a uniform integer in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// What one stage did in the open window.
+#[derive(Debug, Default)]
+struct StageAccumulator {
+    spans: u64,
+    span_errors: u64,
+    latencies_ms: Vec<f64>,
+    metric_points: u64,
+    log_records: u64,
+    logs_by_severity: [u64; 7],
+    /// Job name -> (successful runs, failed runs).
+    jobs: HashMap<String, (u64, u64)>,
+}
+
+impl StageAccumulator {
+    /// Keeps a latency sample: all of them up to `cap`, a uniform reservoir beyond
+    /// (algorithm R; `self.spans` already counts this span).
+    fn record_latency(&mut self, latency_ms: f64, cap: usize, rng: &mut SplitMix64) {
+        if self.latencies_ms.len() < cap {
+            self.latencies_ms.push(latency_ms);
+        } else {
+            let slot = rng.below(self.spans);
+            if let Ok(slot) = usize::try_from(slot)
+                && slot < cap
+            {
+                self.latencies_ms[slot] = latency_ms;
+            }
+        }
+    }
+
+    /// Returns p50, p95 and p99 by nearest rank, or `None` without samples.
+    fn percentiles(&mut self) -> Option<[f64; 3]> {
+        if self.latencies_ms.is_empty() {
+            return None;
+        }
+        self.latencies_ms.sort_unstable_by(f64::total_cmp);
+        let n = self.latencies_ms.len();
+        Some([50, 95, 99].map(|percent| {
+            let rank = (percent * n).div_ceil(100).clamp(1, n);
+            self.latencies_ms[rank - 1]
+        }))
+    }
+}
+
+/// Series keys admitted under the `max_series` cap, with the window each was last used in.
+#[derive(Debug)]
+struct SeriesTable {
+    last_used: HashMap<String, u64>,
+    max: usize,
+}
+
+impl SeriesTable {
+    fn admit(&mut self, key: &str, window: u64) -> bool {
+        if let Some(last_used) = self.last_used.get_mut(key) {
+            *last_used = window;
+            true
+        } else if self.last_used.len() < self.max {
+            self.last_used.insert(key.to_owned(), window);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn forget_idle(&mut self, window: u64) {
+        self.last_used
+            .retain(|_, last_used| window.saturating_sub(*last_used) < SERIES_IDLE_WINDOWS);
+    }
+}
+
+/// Service name and resource-level stage refinement of one resource.
+struct ResourceContext {
+    service: String,
+    refinement: Option<String>,
+}
+
+impl ResourceContext {
+    fn new(stage_attributes: &[String], resource: Option<&Resource>) -> Self {
+        let attributes = resource.map_or(&[][..], |r| &r.attributes);
+        let mut service = String::new();
+        match attribute(attributes, "service.name") {
+            Some(value) => write_value(&mut service, value),
+            None => service.push_str("unknown_service"),
+        }
+        let refinement = first_stage_value(stage_attributes, attributes).map(|value| {
+            let mut text = String::new();
+            write_value(&mut text, value);
+            text
+        });
+        Self {
+            service,
+            refinement,
+        }
+    }
+}
+
+/// The windowed deriver: owns all derivation state; driven by [`Deriver::run`].
+#[derive(Debug)]
+pub(crate) struct Deriver {
+    settings: DeriveSettings,
+    telemetry: CollectorTelemetry,
+    clock: Clock,
+    window_start_ms: i64,
+    window_index: u64,
+    stages: HashMap<String, StageAccumulator>,
+    series: SeriesTable,
+    pending: SignalBatch,
+    rng: SplitMix64,
+    /// Scratch buffer holding the stage of the item being derived.
+    stage: String,
+    output_closed: bool,
+}
+
+impl Deriver {
+    pub(crate) fn new(settings: DeriveSettings, telemetry: CollectorTelemetry, clock: Clock) -> Self {
+        let now_ms = clock.now_ms();
+        Self {
+            window_start_ms: align_down(now_ms, settings.window_ms),
+            window_index: 0,
+            stages: HashMap::new(),
+            series: SeriesTable {
+                last_used: HashMap::new(),
+                max: settings.max_series,
+            },
+            pending: SignalBatch::default(),
+            rng: SplitMix64(RESERVOIR_SEED),
+            stage: String::new(),
+            output_closed: false,
+            settings,
+            telemetry,
+            clock,
+        }
+    }
+
+    /// Derives until `stop` is cancelled (or every sender is gone), then drains the queue,
+    /// closes the open window and sends everything.
+    ///
+    /// Cancel `stop` only once the receivers have stopped, so the queue is complete.
+    pub(crate) async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Admitted>,
+        output: mpsc::Sender<SignalBatch>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let window_closes_at = self.clock.instant_at(self.window_end_ms());
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(window_closes_at) => {
+                    self.close_window_if_due(self.clock.now_ms());
+                    self.flush(&output).await;
+                }
+                admitted = input.recv() => {
+                    let Some(admitted) = admitted else { break };
+                    self.process(admitted);
+                    if input.is_empty() || self.pending_is_full() {
+                        self.flush(&output).await;
+                    }
+                }
+            }
+        }
+
+        input.close();
+        while let Some(admitted) = input.recv().await {
+            self.process(admitted);
+            if self.pending_is_full() {
+                self.flush(&output).await;
+            }
+        }
+        let end_ms = self
+            .clock
+            .now_ms()
+            .clamp(self.window_start_ms + 1, self.window_end_ms());
+        self.close_window(end_ms);
+        self.flush(&output).await;
+    }
+
+    fn window_end_ms(&self) -> i64 {
+        self.window_start_ms.saturating_add(self.settings.window_ms)
+    }
+
+    fn pending_is_full(&self) -> bool {
+        let max = self.settings.output_batch_max_points;
+        self.pending.points.len() >= max || self.pending.logs.len() >= max
+    }
+
+    /// Derives one accepted request, then gives its budget back.
+    pub(crate) fn process(&mut self, admitted: Admitted) {
+        self.telemetry.queue_depth_add(-1);
+        let Admitted { request, permit } = admitted;
+        let now_ms = self.clock.now_ms();
+        match request {
+            OtlpRequest::Traces(request) => self.derive_traces(request),
+            OtlpRequest::Metrics(request) => self.derive_metrics(request, now_ms),
+            OtlpRequest::Logs(request) => self.derive_logs(request, now_ms),
+        }
+        drop(permit);
+    }
+
+    /// Closes the open window when `now_ms` is past its end and opens the window of `now_ms`.
+    fn close_window_if_due(&mut self, now_ms: i64) {
+        if now_ms >= self.window_end_ms() {
+            self.close_window(self.window_end_ms());
+            self.window_start_ms = align_down(now_ms, self.settings.window_ms);
+        }
+    }
+
+    /// Emits the figures of every stage active in the open window, ending it at `end_ms`.
+    fn close_window(&mut self, end_ms: i64) {
+        let seconds = (end_ms - self.window_start_ms) as f64 / 1000.0;
+        let mut stages: Vec<(String, StageAccumulator)> = self.stages.drain().collect();
+        stages.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (stage, mut acc) in stages {
+            let percentiles = acc.percentiles();
+            let points = &mut self.pending.points;
+            let mut push = |name: &str, attributes: Vec<(String, String)>, value: f64| {
+                points.push(SeriesPoint {
+                    key: series_key(&stage, name, &attributes),
+                    stage: stage.clone(),
+                    name: name.to_owned(),
+                    attributes,
+                    timestamp_ms: end_ms,
+                    value,
+                });
+            };
+            if acc.spans > 0 {
+                let spans = acc.spans as f64;
+                push("span.count", Vec::new(), spans);
+                push("span.throughput_per_s", Vec::new(), spans / seconds);
+                push("span.error_ratio", Vec::new(), acc.span_errors as f64 / spans);
+                if let Some([p50, p95, p99]) = percentiles {
+                    push("span.latency_p50_ms", Vec::new(), p50);
+                    push("span.latency_p95_ms", Vec::new(), p95);
+                    push("span.latency_p99_ms", Vec::new(), p99);
+                }
+            }
+            for (severity, count) in SEVERITIES.iter().zip(acc.logs_by_severity) {
+                if count > 0 {
+                    let attributes = vec![("severity".to_owned(), (*severity).to_owned())];
+                    push("log.count", attributes, count as f64);
+                }
+            }
+            let mut jobs: Vec<(String, (u64, u64))> = acc.jobs.into_iter().collect();
+            jobs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (job, (ok, failed)) in jobs {
+                let ratio = ok as f64 / (ok + failed).max(1) as f64;
+                push("job.success_ratio", vec![("job".to_owned(), job)], ratio);
+            }
+            self.pending.stage_windows.push(StageWindow {
+                logs_by_severity: SEVERITIES
+                    .iter()
+                    .zip(acc.logs_by_severity)
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(severity, count)| ((*severity).to_owned(), count))
+                    .collect(),
+                stage,
+                window_start_ms: self.window_start_ms,
+                window_end_ms: end_ms,
+                spans: acc.spans,
+                span_errors: acc.span_errors,
+                latency_p50_ms: percentiles.map(|p| p[0]),
+                latency_p95_ms: percentiles.map(|p| p[1]),
+                latency_p99_ms: percentiles.map(|p| p[2]),
+                metric_points: acc.metric_points,
+                log_records: acc.log_records,
+            });
+        }
+        self.series.forget_idle(self.window_index);
+        self.window_index += 1;
+    }
+
+    /// Sends the pending batch, split to the size limit; waits while the output is full.
+    async fn flush(&mut self, output: &mpsc::Sender<SignalBatch>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        for part in split_batch(batch, self.settings.output_batch_max_points) {
+            if let Err(mpsc::error::SendError(lost)) = output.send(part).await {
+                if !self.output_closed {
+                    self.output_closed = true;
+                    tracing::warn!("collector output closed, derived signals are dropped");
+                }
+                self.telemetry
+                    .dropped(Signal::LogRecords, "output_closed", lost.logs.len() as u64);
+                self.telemetry
+                    .dropped(Signal::MetricPoints, "output_closed", lost.points.len() as u64);
+                self.telemetry
+                    .dropped(Signal::Spans, "output_closed", lost.job_runs.len() as u64);
+            }
+        }
+    }
+
+    fn derive_traces(&mut self, request: ExportTraceServiceRequest) {
+        for resource_spans in request.resource_spans {
+            let context =
+                ResourceContext::new(&self.settings.stage_attributes, resource_spans.resource.as_ref());
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    self.derive_span(&context, span);
+                }
+            }
+        }
+    }
+
+    fn derive_span(&mut self, context: &ResourceContext, span: Span) {
+        write_stage(&mut self.stage, &self.settings.stage_attributes, context, &span.attributes);
+        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+            self.telemetry.dropped(Signal::Spans, "max_stages", 1);
+            return;
+        };
+        acc.spans += 1;
+        let failed = span
+            .status
+            .as_ref()
+            .is_some_and(|status| status.code == StatusCode::Error as i32);
+        if failed {
+            acc.span_errors += 1;
+        }
+        let latency_ms =
+            span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
+        acc.record_latency(latency_ms, self.settings.max_latency_samples, &mut self.rng);
+
+        let Some(job) = job_name(&self.settings, &span) else {
+            return;
+        };
+        let attributes = vec![("job".to_owned(), job)];
+        let runtime_key = series_key(&self.stage, "job.runtime_ms", &attributes);
+        let ratio_key = series_key(&self.stage, "job.success_ratio", &attributes);
+        if !(self.series.admit(&runtime_key, self.window_index)
+            && self.series.admit(&ratio_key, self.window_index))
+        {
+            self.telemetry.dropped(Signal::Spans, "cardinality", 1);
+            return;
+        }
+        let job = attributes[0].1.clone();
+        let runs = acc.jobs.entry(job.clone()).or_default();
+        if failed {
+            runs.1 += 1;
+        } else {
+            runs.0 += 1;
+        }
+        let end_ms = nanos_to_ms(span.end_time_unix_nano);
+        self.pending.points.push(SeriesPoint {
+            key: runtime_key,
+            stage: self.stage.clone(),
+            name: "job.runtime_ms".to_owned(),
+            attributes,
+            timestamp_ms: end_ms,
+            value: latency_ms,
+        });
+        self.pending.job_runs.push(JobRun {
+            job,
+            stage: self.stage.clone(),
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            start_ms: nanos_to_ms(span.start_time_unix_nano),
+            end_ms,
+            runtime_ms: latency_ms,
+            status: if failed { JobStatus::Error } else { JobStatus::Ok },
+        });
+    }
+
+    fn derive_metrics(&mut self, request: ExportMetricsServiceRequest, now_ms: i64) {
+        for resource_metrics in request.resource_metrics {
+            let context = ResourceContext::new(
+                &self.settings.stage_attributes,
+                resource_metrics.resource.as_ref(),
+            );
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    self.derive_metric(&context, metric, now_ms);
+                }
+            }
+        }
+    }
+
+    fn derive_metric(&mut self, context: &ResourceContext, metric: Metric, now_ms: i64) {
+        let Metric { name, data, .. } = metric;
+        let Some(data) = data else { return };
+        match data {
+            Data::Gauge(gauge) => {
+                for point in gauge.data_points {
+                    let value = number_value(point.value);
+                    let values = [(name.as_str(), value)];
+                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, &values, &[]);
+                }
+            }
+            Data::Sum(sum) => {
+                for point in sum.data_points {
+                    let value = number_value(point.value);
+                    let values = [(name.as_str(), value)];
+                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, &values, &[]);
+                }
+            }
+            Data::Histogram(histogram) => {
+                let names = CountSumNames::new(&name);
+                for point in histogram.data_points {
+                    let values = names.values(point.count, point.sum);
+                    let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
+                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, values, &[]);
+                }
+            }
+            Data::ExponentialHistogram(histogram) => {
+                let names = CountSumNames::new(&name);
+                for point in histogram.data_points {
+                    let values = names.values(point.count, point.sum);
+                    let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
+                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, values, &[]);
+                }
+            }
+            Data::Summary(summary) => {
+                let names = CountSumNames::new(&name);
+                for point in summary.data_points {
+                    let values = names.values(point.count, Some(point.sum));
+                    let quantiles = point.quantile_values;
+                    let quantiles = (names.quantile.as_str(), quantiles.as_slice());
+                    self.derive_point(
+                        context,
+                        &point.attributes,
+                        point.time_unix_nano,
+                        now_ms,
+                        &values,
+                        &[quantiles],
+                    );
+                }
+            }
+        }
+    }
+
+    /// Derives one metric data point into the series `values` (and summary `quantiles`).
+    fn derive_point(
+        &mut self,
+        context: &ResourceContext,
+        attributes: &[KeyValue],
+        time_unix_nano: u64,
+        now_ms: i64,
+        values: &[(&str, f64)],
+        quantiles: &[(&str, &[ValueAtQuantile])],
+    ) {
+        write_stage(&mut self.stage, &self.settings.stage_attributes, context, attributes);
+        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+            self.telemetry.dropped(Signal::MetricPoints, "max_stages", 1);
+            return;
+        };
+        acc.metric_points += 1;
+        let timestamp_ms = if time_unix_nano == 0 {
+            now_ms
+        } else {
+            nanos_to_ms(time_unix_nano)
+        };
+        let mut series_attributes: Vec<(String, String)> = attributes
+            .iter()
+            .map(|kv| {
+                let mut value = String::new();
+                if let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    write_value(&mut value, v);
+                }
+                (kv.key.clone(), value)
+            })
+            .collect();
+        series_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut over_cap = false;
+        let mut non_finite = false;
+        let mut emit = |this: &mut Self, name: &str, attributes: Vec<(String, String)>, value: f64| {
+            if !value.is_finite() {
+                non_finite = true;
+                return;
+            }
+            let key = series_key(&this.stage, name, &attributes);
+            if !this.series.admit(&key, this.window_index) {
+                over_cap = true;
+                return;
+            }
+            this.pending.points.push(SeriesPoint {
+                key,
+                stage: this.stage.clone(),
+                name: name.to_owned(),
+                attributes,
+                timestamp_ms,
+                value,
+            });
+        };
+        for (name, value) in values {
+            emit(self, name, series_attributes.clone(), *value);
+        }
+        for (name, quantiles) in quantiles {
+            for quantile in *quantiles {
+                let mut attributes = series_attributes.clone();
+                attributes.push(("quantile".to_owned(), quantile.quantile.to_string()));
+                attributes.sort_by(|a, b| a.0.cmp(&b.0));
+                emit(self, name, attributes, quantile.value);
+            }
+        }
+        if over_cap {
+            self.telemetry.dropped(Signal::MetricPoints, "cardinality", 1);
+        }
+        if non_finite {
+            self.telemetry.dropped(Signal::MetricPoints, "non_finite", 1);
+        }
+    }
+
+    fn derive_logs(&mut self, request: ExportLogsServiceRequest, now_ms: i64) {
+        for resource_logs in request.resource_logs {
+            let context =
+                ResourceContext::new(&self.settings.stage_attributes, resource_logs.resource.as_ref());
+            for scope in resource_logs.scope_logs {
+                for record in scope.log_records {
+                    self.derive_log(&context, record, now_ms);
+                }
+            }
+        }
+    }
+
+    fn derive_log(&mut self, context: &ResourceContext, record: OtlpLogRecord, now_ms: i64) {
+        write_stage(&mut self.stage, &self.settings.stage_attributes, context, &record.attributes);
+        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+            self.telemetry.dropped(Signal::LogRecords, "max_stages", 1);
+            return;
+        };
+        acc.log_records += 1;
+        let severity = severity_class(record.severity_number, &record.severity_text);
+        acc.logs_by_severity[severity] += 1;
+        let timestamp_ms = if record.time_unix_nano != 0 {
+            nanos_to_ms(record.time_unix_nano)
+        } else if record.observed_time_unix_nano != 0 {
+            nanos_to_ms(record.observed_time_unix_nano)
+        } else {
+            now_ms
+        };
+        let severity_text = if record.severity_text.is_empty() {
+            SEVERITIES[severity].to_owned()
+        } else {
+            record.severity_text
+        };
+        self.pending.logs.push(LogRecord {
+            stage: self.stage.clone(),
+            timestamp_ms,
+            severity_number: record.severity_number,
+            severity_text,
+            body: render_body(record.body),
+            attributes: attributes_json(&record.attributes),
+            trace_id: hex(&record.trace_id),
+            span_id: hex(&record.span_id),
+        });
+    }
+}
+
+/// Names of the `.count`, `.sum` and `.quantile` series of one histogram or summary metric.
+struct CountSumNames {
+    count: String,
+    sum: String,
+    quantile: String,
+}
+
+impl CountSumNames {
+    fn new(name: &str) -> Self {
+        Self {
+            count: format!("{name}.count"),
+            sum: format!("{name}.sum"),
+            quantile: format!("{name}.quantile"),
+        }
+    }
+
+    /// Returns `[(count name, count), (sum name, sum)]`; callers drop the sum when absent.
+    fn values(&self, count: u64, sum: Option<f64>) -> [(&str, f64); 2] {
+        [
+            (self.count.as_str(), count as f64),
+            (self.sum.as_str(), sum.unwrap_or(f64::NAN)),
+        ]
+    }
+}
+
+/// Returns the accumulator of `stage`, creating it unless `max` stages are already open.
+fn stage_entry<'a>(
+    stages: &'a mut HashMap<String, StageAccumulator>,
+    stage: &str,
+    max: usize,
+) -> Option<&'a mut StageAccumulator> {
+    if !stages.contains_key(stage) {
+        if stages.len() >= max {
+            return None;
+        }
+        stages.insert(stage.to_owned(), StageAccumulator::default());
+    }
+    stages.get_mut(stage)
+}
+
+/// Writes the stage of an item with `attributes` into `out`.
+fn write_stage(
+    out: &mut String,
+    stage_attributes: &[String],
+    context: &ResourceContext,
+    attributes: &[KeyValue],
+) {
+    out.clear();
+    out.push_str(&context.service);
+    if let Some(value) = first_stage_value(stage_attributes, attributes) {
+        out.push('/');
+        write_value(out, value);
+    } else if let Some(refinement) = &context.refinement {
+        out.push('/');
+        out.push_str(refinement);
+    }
+}
+
+/// Returns the value of the first stage attribute present (and non-empty) in `attributes`.
+fn first_stage_value<'a>(
+    stage_attributes: &[String],
+    attributes: &'a [KeyValue],
+) -> Option<&'a any_value::Value> {
+    if attributes.is_empty() {
+        return None;
+    }
+    stage_attributes
+        .iter()
+        .find_map(|name| attribute(attributes, name))
+}
+
+/// Returns the value of attribute `key`, unless absent or an empty string.
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    let value = attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    match value {
+        any_value::Value::StringValue(s) if s.is_empty() => None,
+        value => Some(value),
+    }
+}
+
+/// Returns the job a span is a run of, if any.
+fn job_name(settings: &DeriveSettings, span: &Span) -> Option<String> {
+    if let Some(value) = settings
+        .job_attribute
+        .as_deref()
+        .and_then(|key| attribute(&span.attributes, key))
+    {
+        let mut job = String::new();
+        write_value(&mut job, value);
+        return Some(job);
+    }
+    if settings.job_span_names.contains(&span.name) {
+        return Some(span.name.clone());
+    }
+    None
+}
+
+fn number_value(value: Option<number_data_point::Value>) -> f64 {
+    match value {
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        Some(number_data_point::Value::AsInt(v)) => v as f64,
+        // Screened out at the intake; kept total here.
+        None => f64::NAN,
+    }
+}
+
+/// Classifies a log severity into an index of [`SEVERITIES`], by number, else by text.
+fn severity_class(number: i32, text: &str) -> usize {
+    match number {
+        1..=24 => ((number - 1) / 4) as usize,
+        _ => {
+            let text = text.trim();
+            let starts = |prefix: &str| {
+                text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+            };
+            if starts("trace") {
+                0
+            } else if starts("debug") {
+                1
+            } else if starts("info") || starts("notice") {
+                2
+            } else if starts("warn") {
+                3
+            } else if starts("err") {
+                4
+            } else if starts("fatal") || starts("crit") || starts("alert") || starts("emerg") {
+                5
+            } else {
+                UNSPECIFIED
+            }
+        }
+    }
+}
+
+fn nanos_to_ms(nanos: u64) -> i64 {
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn align_down(ms: i64, window_ms: i64) -> i64 {
+    ms - ms.rem_euclid(window_ms)
+}
+
+/// Splits a batch so no part has more than `max` points or `max` log records.
+fn split_batch(batch: SignalBatch, max: usize) -> Vec<SignalBatch> {
+    if batch.points.len() <= max && batch.logs.len() <= max {
+        return vec![batch];
+    }
+    let SignalBatch {
+        points,
+        stage_windows,
+        logs,
+        job_runs,
+    } = batch;
+    let parts = points.len().div_ceil(max).max(logs.len().div_ceil(max));
+    let mut points = points.into_iter();
+    let mut logs = logs.into_iter();
+    let mut batches = Vec::with_capacity(parts);
+    let mut first = Some((stage_windows, job_runs));
+    for _ in 0..parts {
+        let (stage_windows, job_runs) = first.take().unwrap_or_default();
+        batches.push(SignalBatch {
+            points: points.by_ref().take(max).collect(),
+            stage_windows,
+            logs: logs.by_ref().take(max).collect(),
+            job_runs,
+        });
+    }
+    batches
+}
+
+/// Writes an attribute value as text: strings as-is, scalars in their usual form, bytes as
+/// lowercase hex, arrays and maps as JSON.
+fn write_value(out: &mut String, value: &any_value::Value) {
+    // Writing into a String cannot fail.
+    match value {
+        any_value::Value::StringValue(s) => out.push_str(s),
+        any_value::Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
+        any_value::Value::IntValue(i) => {
+            let _ = write!(out, "{i}");
+        }
+        any_value::Value::DoubleValue(d) => {
+            let _ = write!(out, "{d}");
+        }
+        any_value::Value::BytesValue(bytes) => write_hex(out, bytes),
+        other => out.push_str(&value_json(other).to_string()),
+    }
+}
+
+fn render_body(body: Option<AnyValue>) -> String {
+    match body.and_then(|b| b.value) {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s,
+        Some(other) => value_json(&other).to_string(),
+    }
+}
+
+fn attributes_json(attributes: &[KeyValue]) -> serde_json::Value {
+    let map = attributes
+        .iter()
+        .map(|kv| {
+            let value = kv
+                .value
+                .as_ref()
+                .and_then(|v| v.value.as_ref())
+                .map_or(serde_json::Value::Null, value_json);
+            (kv.key.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn value_json(value: &any_value::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        any_value::Value::StringValue(s) => Json::String(s.clone()),
+        any_value::Value::BoolValue(b) => Json::Bool(*b),
+        any_value::Value::IntValue(i) => Json::from(*i),
+        any_value::Value::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
+        }
+        any_value::Value::BytesValue(bytes) => Json::String(hex(bytes)),
+        any_value::Value::ArrayValue(array) => Json::Array(
+            array
+                .values
+                .iter()
+                .map(|v| v.value.as_ref().map_or(Json::Null, value_json))
+                .collect(),
+        ),
+        any_value::Value::KvlistValue(list) => attributes_json(&list.values),
+        // A dictionary index, meaningful only inside profiles; rendered as the number.
+        any_value::Value::StringValueStrindex(index) => Json::from(*index),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    write_hex(&mut out, bytes);
+    out
+}
+
+fn write_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+}
+
+#[cfg(test)]
+mod tests;

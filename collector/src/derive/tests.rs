@@ -1,0 +1,521 @@
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Histogram, HistogramDataPoint, Sum, Summary, SummaryDataPoint, metric,
+};
+
+use super::*;
+use crate::otlp::test_support::*;
+
+/// A wall-clock time aligned to 10 s windows.
+const T0: i64 = 1_700_000_000_000;
+
+fn deriver_with(config: SignalsConfig) -> (Deriver, CollectorTelemetry) {
+    let telemetry = CollectorTelemetry::for_tests();
+    let deriver = Deriver::new(
+        DeriveSettings::new(&config),
+        telemetry.clone(),
+        Clock::starting_at(T0),
+    );
+    (deriver, telemetry)
+}
+
+fn deriver() -> (Deriver, CollectorTelemetry) {
+    deriver_with(SignalsConfig::default())
+}
+
+fn feed(deriver: &mut Deriver, telemetry: &CollectorTelemetry, request: OtlpRequest) {
+    deriver.process(admitted(request, telemetry));
+}
+
+fn close(deriver: &mut Deriver) -> SignalBatch {
+    deriver.close_window(deriver.window_end_ms());
+    std::mem::take(&mut deriver.pending)
+}
+
+fn value_of(batch: &SignalBatch, stage: &str, name: &str, attributes: &[(&str, &str)]) -> f64 {
+    let attributes: Vec<(String, String)> = attributes
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let key = series_key(stage, name, &attributes);
+    let matching: Vec<&SeriesPoint> = batch.points.iter().filter(|p| p.key == key).collect();
+    assert_eq!(matching.len(), 1, "expected one point {key} in {:#?}", batch.points);
+    let point = matching[0];
+    assert_eq!((point.stage.as_str(), point.name.as_str()), (stage, name));
+    assert_eq!(point.attributes, attributes);
+    point.value
+}
+
+fn int_kv(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_give_exact_counts_ratios_and_percentiles() {
+    let (mut deriver, telemetry) = deriver();
+    // Latencies 1..=100 ms; every tenth span failed.
+    let spans = (0..100).map(|i| span(i, 5_000, i + 1, i % 10 == 0)).collect();
+    feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+    let batch = close(&mut deriver);
+
+    assert_eq!(value_of(&batch, "svc", "span.count", &[]), 100.0);
+    assert_eq!(value_of(&batch, "svc", "span.throughput_per_s", &[]), 10.0);
+    assert_eq!(value_of(&batch, "svc", "span.error_ratio", &[]), 0.1);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p50_ms", &[]), 50.0);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p95_ms", &[]), 95.0);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p99_ms", &[]), 99.0);
+    assert!(batch.points.iter().all(|p| p.timestamp_ms == T0 + 10_000));
+
+    let window = &batch.stage_windows[0];
+    assert_eq!(window.stage, "svc");
+    assert_eq!((window.window_start_ms, window.window_end_ms), (T0, T0 + 10_000));
+    assert_eq!((window.spans, window.span_errors), (100, 10));
+    assert_eq!(window.latency_p50_ms, Some(50.0));
+    assert_eq!(window.latency_p99_ms, Some(99.0));
+    assert_eq!(telemetry.inflight_bytes(), 0);
+    assert_eq!(telemetry.queue_depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nearest_rank_on_small_windows() {
+    let (mut deriver, telemetry) = deriver();
+    let spans = (0..10).map(|i| span(i, 5_000, 10 - i, false)).collect();
+    feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+    let batch = close(&mut deriver);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p50_ms", &[]), 5.0);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p95_ms", &[]), 10.0);
+    assert_eq!(value_of(&batch, "svc", "span.latency_p99_ms", &[]), 10.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentiles_beyond_the_sample_cap_come_from_a_deterministic_reservoir() {
+    let config = SignalsConfig {
+        max_latency_samples: 2_000,
+        ..SignalsConfig::default()
+    };
+    let run = || {
+        let (mut deriver, telemetry) = deriver_with(config.clone());
+        for chunk in 0..50u64 {
+            let spans = (0..1_000u64)
+                .map(|i| {
+                    let n = chunk * 1_000 + i;
+                    span(n, 200_000, n + 1, false)
+                })
+                .collect();
+            feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+        }
+        let samples = deriver.stages["svc"].latencies_ms.len();
+        (close(&mut deriver), samples)
+    };
+    let (batch, samples) = run();
+    assert_eq!(samples, 2_000);
+    assert_eq!(value_of(&batch, "svc", "span.count", &[]), 50_000.0);
+    let p50 = value_of(&batch, "svc", "span.latency_p50_ms", &[]);
+    let p95 = value_of(&batch, "svc", "span.latency_p95_ms", &[]);
+    assert!((p50 - 25_000.0).abs() < 2_000.0, "p50 {p50}");
+    assert!((p95 - 47_500.0).abs() < 1_500.0, "p95 {p95}");
+    assert_eq!(run().0, batch, "same input, same output");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stages_are_refined_by_item_then_resource_attributes() {
+    let (mut deriver, telemetry) = deriver();
+    let mut enrich = span(0, 5_000, 1, false);
+    enrich.attributes = vec![kv("pipeline.stage", "enrich"), kv("job.name", "ignored-order")];
+    let mut numbered = span(1, 5_000, 1, false);
+    numbered.attributes = vec![int_kv("messaging.destination.name", 7)];
+    let mut empty = span(2, 5_000, 1, false);
+    empty.attributes = vec![kv("pipeline.stage", "")];
+    let mut request = traces("svc", vec![enrich, numbered, empty]);
+    // A second resource refined by a resource attribute, and one without a service name.
+    let mut refined = traces("svc", vec![span(3, 5_000, 1, false)]).resource_spans.remove(0);
+    refined
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("messaging.destination.name", "orders"));
+    let mut anonymous = traces("x", vec![span(4, 5_000, 1, false)]).resource_spans.remove(0);
+    anonymous.resource = None;
+    request.resource_spans.extend([refined, anonymous]);
+    feed(&mut deriver, &telemetry, OtlpRequest::Traces(request));
+    let batch = close(&mut deriver);
+    let stages: Vec<&str> = batch.stage_windows.iter().map(|w| w.stage.as_str()).collect();
+    assert_eq!(stages, ["svc", "svc/7", "svc/enrich", "svc/orders", "unknown_service"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_are_counted_per_severity_and_forwarded() {
+    let (mut deriver, telemetry) = deriver();
+    let mut warning = log(0, "disk nearly full");
+    warning.severity_text = "Warning".to_owned();
+    let mut structured = log(17, "");
+    structured.body = Some(AnyValue {
+        value: Some(any_value::Value::KvlistValue(
+            opentelemetry_proto::tonic::common::v1::KeyValueList {
+                values: vec![int_kv("code", 42)],
+            },
+        )),
+    });
+    structured.attributes = vec![kv("order.id", "o-1"), int_kv("attempt", 3)];
+    structured.trace_id = vec![0xab; 16];
+    structured.span_id = vec![0x01; 8];
+    let mut unspecified = log(0, "?");
+    unspecified.time_unix_nano = 0;
+    let records = vec![log(9, "a"), log(10, "b"), warning, structured, unspecified];
+    feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs("api", records)));
+    let batch = close(&mut deriver);
+
+    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "INFO")]), 2.0);
+    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "WARN")]), 1.0);
+    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "ERROR")]), 1.0);
+    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "UNSPECIFIED")]), 1.0);
+    let window = &batch.stage_windows[0];
+    assert_eq!(window.log_records, 5);
+    let by_severity: Vec<(&str, u64)> =
+        window.logs_by_severity.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(by_severity, [("INFO", 2), ("WARN", 1), ("ERROR", 1), ("UNSPECIFIED", 1)]);
+
+    assert_eq!(batch.logs.len(), 5);
+    assert_eq!(batch.logs[0].body, "a");
+    assert_eq!(batch.logs[0].severity_text, "INFO");
+    assert_eq!(batch.logs[0].timestamp_ms, 1_700_000_000_000);
+    assert_eq!(batch.logs[2].severity_text, "Warning");
+    let structured = &batch.logs[3];
+    assert_eq!(structured.body, r#"{"code":42}"#);
+    assert_eq!(structured.attributes, serde_json::json!({"order.id": "o-1", "attempt": 3}));
+    assert_eq!(structured.trace_id, "ab".repeat(16));
+    assert_eq!(structured.span_id, "0101010101010101");
+    assert_eq!(structured.severity_text, "ERROR");
+    assert_eq!(batch.logs[4].severity_text, "UNSPECIFIED");
+    // Without any time, the arrival time.
+    assert_eq!(batch.logs[4].timestamp_ms, T0);
+    assert_eq!(batch.logs[0].trace_id, "");
+}
+
+#[tokio::test(start_paused = true)]
+async fn metric_points_are_emitted_as_they_arrive() {
+    let (mut deriver, telemetry) = deriver();
+    let mut sum_point = gauge_point(vec![kv("queue", "q1")], 0.0);
+    sum_point.value = Some(number_data_point::Value::AsInt(17));
+    sum_point.time_unix_nano = 0;
+    let histogram = Metric {
+        name: "latency".to_owned(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                attributes: vec![kv("b", "2"), kv("a", "1")],
+                time_unix_nano: 1_700_000_001_000_000_000,
+                count: 3,
+                sum: Some(7.5),
+                ..Default::default()
+            }],
+            aggregation_temporality: 1,
+        })),
+        ..Default::default()
+    };
+    let summary = Metric {
+        name: "size".to_owned(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                time_unix_nano: 1_700_000_002_000_000_000,
+                count: 4,
+                sum: 10.0,
+                quantile_values: vec![
+                    ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 2.0,
+                    },
+                    ValueAtQuantile {
+                        quantile: 0.99,
+                        value: 4.0,
+                    },
+                ],
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let sum = Metric {
+        name: "rows".to_owned(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![sum_point],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let mut staged = gauge_point(vec![kv("pipeline.stage", "load")], 1.5);
+    staged.time_unix_nano = 1_700_000_003_000_000_000;
+    let request = metrics(
+        "db",
+        vec![
+            gauge("temperature", vec![gauge_point(vec![], 21.5), staged]),
+            sum,
+            histogram,
+            summary,
+            gauge("broken", vec![gauge_point(vec![], f64::NAN)]),
+        ],
+    );
+    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(request));
+    let batch = std::mem::take(&mut deriver.pending);
+
+    assert_eq!(value_of(&batch, "db", "temperature", &[]), 21.5);
+    assert_eq!(
+        value_of(&batch, "db/load", "temperature", &[("pipeline.stage", "load")]),
+        1.5
+    );
+    assert_eq!(value_of(&batch, "db", "rows", &[("queue", "q1")]), 17.0);
+    assert_eq!(value_of(&batch, "db", "latency.count", &[("a", "1"), ("b", "2")]), 3.0);
+    assert_eq!(value_of(&batch, "db", "latency.sum", &[("a", "1"), ("b", "2")]), 7.5);
+    assert_eq!(value_of(&batch, "db", "size.count", &[]), 4.0);
+    assert_eq!(value_of(&batch, "db", "size.sum", &[]), 10.0);
+    assert_eq!(value_of(&batch, "db", "size.quantile", &[("quantile", "0.5")]), 2.0);
+    assert_eq!(value_of(&batch, "db", "size.quantile", &[("quantile", "0.99")]), 4.0);
+    assert_eq!(batch.points.len(), 9);
+    let time_of = |name: &str| batch.points.iter().find(|p| p.name == name).unwrap().timestamp_ms;
+    assert_eq!(time_of("temperature"), 1_700_000_000_000);
+    assert_eq!(time_of("rows"), T0, "a point without time gets the arrival time");
+    assert_eq!(time_of("latency.count"), 1_700_000_001_000);
+    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "non_finite"), 1);
+
+    let windows = close(&mut deriver).stage_windows;
+    assert_eq!(windows.len(), 2);
+    assert_eq!((windows[0].stage.as_str(), windows[0].metric_points), ("db", 5));
+    assert_eq!((windows[1].stage.as_str(), windows[1].metric_points), ("db/load", 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn job_runs_by_attribute_and_by_span_name() {
+    let config = SignalsConfig {
+        jobs: crate::config::JobsConfig {
+            span_names: vec!["nightly-export".to_owned()],
+            ..Default::default()
+        },
+        ..SignalsConfig::default()
+    };
+    let (mut deriver, telemetry) = deriver_with(config);
+    let mut by_attribute = span(0, 60_000, 30_000, false);
+    by_attribute.attributes = vec![kv("job.name", "compact")];
+    let mut failed_again = span(1, 70_000, 10_000, true);
+    failed_again.attributes = vec![kv("job.name", "compact")];
+    let mut by_name = span(2, 80_000, 2_500, true);
+    by_name.name = "nightly-export".to_owned();
+    let plain = span(3, 80_000, 5, false);
+    let request = traces("batch", vec![by_attribute, failed_again, by_name, plain]);
+    feed(&mut deriver, &telemetry, OtlpRequest::Traces(request));
+    let batch = close(&mut deriver);
+
+    assert_eq!(batch.job_runs.len(), 3);
+    let run = &batch.job_runs[0];
+    assert_eq!(run.job, "compact");
+    // `job.name` is also a stage attribute by default.
+    assert_eq!(run.stage, "batch/compact");
+    assert_eq!((run.start_ms, run.end_ms, run.runtime_ms), (30_000, 60_000, 30_000.0));
+    assert_eq!(run.status, JobStatus::Ok);
+    assert_eq!(run.trace_id.len(), 32);
+    assert_eq!(run.span_id, "0000000000000001");
+    assert_eq!(batch.job_runs[1].status, JobStatus::Error);
+    assert_eq!(batch.job_runs[2].job, "nightly-export");
+    assert_eq!(batch.job_runs[2].stage, "batch");
+
+    let runtimes: Vec<(i64, f64)> = batch
+        .points
+        .iter()
+        .filter(|p| p.name == "job.runtime_ms" && p.stage == "batch/compact")
+        .map(|p| (p.timestamp_ms, p.value))
+        .collect();
+    assert_eq!(runtimes, [(60_000, 30_000.0), (70_000, 10_000.0)]);
+    let ratio = value_of(&batch, "batch/compact", "job.success_ratio", &[("job", "compact")]);
+    assert_eq!(ratio, 0.5);
+    let ratio = value_of(&batch, "batch", "job.success_ratio", &[("job", "nightly-export")]);
+    assert_eq!(ratio, 0.0);
+    // Job spans are spans too.
+    assert_eq!(value_of(&batch, "batch", "span.count", &[]), 2.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cardinality_cap_drops_and_counts_then_forgets_idle_series() {
+    let config = SignalsConfig {
+        max_series: 3,
+        ..SignalsConfig::default()
+    };
+    let (mut deriver, telemetry) = deriver_with(config);
+    let points = (0..5).map(|i| gauge_point(vec![kv("id", &i.to_string())], 1.0)).collect();
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Metrics(metrics("svc", vec![gauge("g", points)])),
+    );
+    let batch = std::mem::take(&mut deriver.pending);
+    assert_eq!(batch.points.len(), 3);
+    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "cardinality"), 2);
+    // Known series keep flowing.
+    let again = vec![gauge_point(vec![kv("id", "0")], 2.0)];
+    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(metrics("svc", vec![gauge("g", again)])));
+    assert_eq!(std::mem::take(&mut deriver.pending).points.len(), 1);
+    // Series unused for SERIES_IDLE_WINDOWS windows are forgotten.
+    for _ in 0..=SERIES_IDLE_WINDOWS {
+        close(&mut deriver);
+    }
+    let new = vec![gauge_point(vec![kv("id", "9")], 1.0)];
+    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(metrics("svc", vec![gauge("g", new)])));
+    assert_eq!(std::mem::take(&mut deriver.pending).points.len(), 1);
+    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "cardinality"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stage_cap_drops_and_counts() {
+    let config = SignalsConfig {
+        max_stages: 2,
+        ..SignalsConfig::default()
+    };
+    let (mut deriver, telemetry) = deriver_with(config);
+    for service in ["a", "b", "c"] {
+        let request = traces(service, vec![span(0, 1_000, 1, false)]);
+        feed(&mut deriver, &telemetry, OtlpRequest::Traces(request));
+        feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs(service, vec![log(9, "x")])));
+    }
+    let batch = close(&mut deriver);
+    assert_eq!(batch.stage_windows.len(), 2);
+    assert_eq!(telemetry.dropped_count(Signal::Spans, "max_stages"), 1);
+    assert_eq!(telemetry.dropped_count(Signal::LogRecords, "max_stages"), 1);
+    assert_eq!(batch.logs.len(), 2);
+    // The cap is per window.
+    feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs("c", vec![log(9, "x")])));
+    assert_eq!(close(&mut deriver).stage_windows[0].stage, "c");
+}
+
+#[test]
+fn severity_classes() {
+    let cases = [
+        (1, "", "TRACE"),
+        (4, "", "TRACE"),
+        (5, "", "DEBUG"),
+        (12, "", "INFO"),
+        (13, "", "WARN"),
+        (20, "", "ERROR"),
+        (24, "", "FATAL"),
+        (25, "", "UNSPECIFIED"),
+        (0, "", "UNSPECIFIED"),
+        (0, "error", "ERROR"),
+        (0, " CRITICAL", "FATAL"),
+        (0, "notice", "INFO"),
+        (0, "é", "UNSPECIFIED"),
+        (-3, "debug", "DEBUG"),
+    ];
+    for (number, text, expected) in cases {
+        assert_eq!(SEVERITIES[severity_class(number, text)], expected, "{number} {text:?}");
+    }
+}
+
+#[test]
+fn batches_are_split_to_the_size_limit() {
+    let log = |i: i64| LogRecord {
+        stage: "s".to_owned(),
+        timestamp_ms: i,
+        severity_number: 9,
+        severity_text: "INFO".to_owned(),
+        body: String::new(),
+        attributes: serde_json::Value::Null,
+        trace_id: String::new(),
+        span_id: String::new(),
+    };
+    let batch = SignalBatch {
+        logs: (0..7).map(log).collect(),
+        stage_windows: vec![StageWindow::default()],
+        ..SignalBatch::default()
+    };
+    let parts = split_batch(batch, 3);
+    let sizes: Vec<usize> = parts.iter().map(|b| b.logs.len()).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(parts[0].stage_windows.len(), 1);
+    assert_eq!(parts[2].logs[0].timestamp_ms, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_closes_windows_on_the_wall_clock() {
+    let started = Instant::now();
+    let (deriver, telemetry) = deriver();
+    let (tx, rx) = mpsc::channel(8);
+    let (output, mut batches) = mpsc::channel(8);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(deriver.run(rx, output, stop.clone()));
+    let request = traces("svc", vec![span(0, 1_000, 4, false)]);
+    tx.send(admitted(OtlpRequest::Traces(request), &telemetry)).await.unwrap();
+    // Spans alone yield nothing until the window closes at T0 + 10 s.
+    let batch = batches.recv().await.unwrap();
+    assert_eq!(batch.stage_windows.len(), 1);
+    assert_eq!(batch.stage_windows[0].window_end_ms, T0 + 10_000);
+    assert_eq!(value_of(&batch, "svc", "span.count", &[]), 1.0);
+    assert!(Instant::now() >= started + Duration::from_secs(10));
+    // Logs are forwarded as soon as the queue is empty.
+    tx.send(admitted(OtlpRequest::Logs(logs("svc", vec![log(9, "x")])), &telemetry))
+        .await
+        .unwrap();
+    let batch = batches.recv().await.unwrap();
+    assert_eq!(batch.logs.len(), 1);
+    assert!(batch.stage_windows.is_empty());
+    stop.cancel();
+    task.await.unwrap();
+    let last = batches.recv().await.unwrap();
+    assert_eq!(last.stage_windows[0].log_records, 1);
+    assert!(batches.recv().await.is_none(), "output closes when the deriver returns");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_the_queue_and_flushes_the_open_window() {
+    let config = SignalsConfig {
+        output_batch_max_points: 50,
+        ..SignalsConfig::default()
+    };
+    let (deriver, telemetry) = deriver_with(config);
+    let (tx, rx) = mpsc::channel(64);
+    for i in 0..40 {
+        let records = (0..10).map(|j| log(9, &format!("{i}-{j}"))).collect();
+        tx.send(admitted(OtlpRequest::Logs(logs("svc", records)), &telemetry)).await.unwrap();
+        let request = traces("svc", vec![span(i, 1_000, 2, false)]);
+        tx.send(admitted(OtlpRequest::Traces(request), &telemetry)).await.unwrap();
+    }
+    assert_eq!(telemetry.queue_depth(), 80);
+    // A slow consumer: the deriver's sends wait for it.
+    let (output, mut batches) = mpsc::channel(1);
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let task = tokio::spawn(deriver.run(rx, output, stop));
+    let mut received = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        received.push(batch);
+    }
+    task.await.unwrap();
+    let logs: usize = received.iter().map(|b| b.logs.len()).sum();
+    assert_eq!(logs, 400);
+    assert!(received.iter().all(|b| b.logs.len() <= 50));
+    let windows: Vec<&StageWindow> = received.iter().flat_map(|b| &b.stage_windows).collect();
+    assert_eq!(windows.len(), 1);
+    assert_eq!((windows[0].spans, windows[0].log_records), (40, 400));
+    assert!(windows[0].window_end_ms > windows[0].window_start_ms);
+    assert_eq!(telemetry.queue_depth(), 0);
+    assert_eq!(telemetry.inflight_bytes(), 0);
+    drop(tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_output_counts_drops() {
+    let (deriver, telemetry) = deriver();
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(admitted(OtlpRequest::Logs(logs("svc", vec![log(9, "x"), log(9, "y")])), &telemetry))
+        .await
+        .unwrap();
+    drop(tx);
+    let (output, batches) = mpsc::channel(8);
+    drop(batches);
+    deriver.run(rx, output, CancellationToken::new()).await;
+    assert_eq!(telemetry.dropped_count(Signal::LogRecords, "output_closed"), 2);
+}

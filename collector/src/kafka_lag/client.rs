@@ -1,0 +1,330 @@
+//! librdkafka calls of one cluster. Every method blocks: callers run them in `spawn_blocking`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::config::ValidCluster;
+use super::error::KafkaLagError;
+use super::protocol::{GroupOffsets, format_address};
+
+/// Group id of the consumer that reads message timestamps: librdkafka needs one to assign
+/// partitions, but the consumer never joins the group nor commits, so the group never exists
+/// on the brokers. Excluded from the watched groups anyway.
+pub(crate) const TIMESTAMP_READER_GROUP: &str = "pipewarden-kafka-lag-timestamps";
+/// Concurrent short-lived consumers in `per_group` offset mode.
+const PER_GROUP_WORKERS: usize = 8;
+
+/// Brokers and topics of a cluster.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterMetadata {
+    /// Broker id -> `host:port`.
+    pub(crate) brokers: BTreeMap<i32, String>,
+    /// Topic -> partition -> leader broker id.
+    pub(crate) topics: BTreeMap<String, BTreeMap<i32, i32>>,
+}
+
+/// A consumer group as the coordinators describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupDescription {
+    pub(crate) name: String,
+    pub(crate) state: String,
+    pub(crate) members: usize,
+}
+
+/// A partition of a topic.
+pub(crate) type TopicPartition = (String, i32);
+
+/// The librdkafka clients of one cluster: one reader for metadata, groups and watermarks, one
+/// consumer (no group, never commits) that reads single messages for their timestamps.
+pub(crate) struct ClusterClient {
+    cluster: String,
+    base: ClientConfig,
+    reader: BaseConsumer,
+    timestamps: BaseConsumer,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterClient {
+    /// Creates the clients (librdkafka connects in the background).
+    pub(crate) fn new(cluster: &ValidCluster, timeout: Duration) -> Result<Self, KafkaLagError> {
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", &cluster.bootstrap_servers)
+            .set("client.id", "pipewarden-kafka-lag")
+            // Reconnect quickly after a broker restart (the librdkafka default backs off to 10s).
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("enable.auto.commit", "false")
+            .set_log_level(RDKafkaLogLevel::Critical);
+        for (key, value) in &cluster.client {
+            base.set(key, value);
+        }
+        let client_error = |source| KafkaLagError::Client {
+            cluster: cluster.name.clone(),
+            source,
+        };
+        let reader: BaseConsumer = base.create().map_err(client_error)?;
+        let mut timestamp_config = base.clone();
+        timestamp_config
+            .set("group.id", TIMESTAMP_READER_GROUP)
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("max.partition.fetch.bytes", "4096")
+            .set("queued.min.messages", "1")
+            .set("queued.max.messages.kbytes", "1024");
+        let timestamps: BaseConsumer = timestamp_config.create().map_err(client_error)?;
+        Ok(Self {
+            cluster: cluster.name.clone(),
+            base,
+            reader,
+            timestamps,
+            timeout,
+        })
+    }
+
+    fn request_error(&self, request: &'static str, err: impl std::fmt::Display) -> KafkaLagError {
+        KafkaLagError::Request {
+            cluster: self.cluster.clone(),
+            request,
+            message: err.to_string(),
+        }
+    }
+
+    /// Reads brokers and topics (one Metadata request).
+    pub(crate) fn metadata(&self) -> Result<ClusterMetadata, KafkaLagError> {
+        let metadata = self
+            .reader
+            .fetch_metadata(None, self.timeout)
+            .map_err(|err| self.request_error("metadata", err))?;
+        let brokers = metadata
+            .brokers()
+            .iter()
+            .map(|b| (b.id(), format_address(b.host(), b.port())))
+            .collect();
+        let topics = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| {
+                let partitions = t.partitions().iter().map(|p| (p.id(), p.leader())).collect();
+                (t.name().to_owned(), partitions)
+            })
+            .collect();
+        Ok(ClusterMetadata { brokers, topics })
+    }
+
+    /// Lists and describes every group (ListGroups and DescribeGroups, one each per broker).
+    pub(crate) fn groups(&self) -> Result<Vec<GroupDescription>, KafkaLagError> {
+        let list = self
+            .reader
+            .fetch_group_list(None, self.timeout)
+            .map_err(|err| self.request_error("list_groups", err))?;
+        Ok(list
+            .groups()
+            .iter()
+            .map(|g| GroupDescription {
+                name: g.name().to_owned(),
+                state: g.state().to_owned(),
+                members: g.members().len(),
+            })
+            .collect())
+    }
+
+    /// Reads low and high watermarks of `partitions`: two ListOffsets requests (earliest,
+    /// latest) per partition leader, all partitions of a leader in one request.
+    ///
+    /// Returns per partition `(low, high)` or the error text for that partition.
+    pub(crate) fn watermarks(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Result<(i64, i64), String>>, KafkaLagError> {
+        let mut result: HashMap<TopicPartition, Result<(i64, i64), String>> = HashMap::new();
+        if partitions.is_empty() {
+            return Ok(result);
+        }
+        let list = |offset: Offset| -> Result<TopicPartitionList, KafkaLagError> {
+            let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+            for (topic, partition) in partitions {
+                tpl.add_partition_offset(topic, *partition, offset)
+                    .map_err(|err| self.request_error("list_offsets", err))?;
+            }
+            Ok(tpl)
+        };
+        // ListOffsets with timestamp -2 answers the earliest offset, -1 the latest.
+        let low = self
+            .reader
+            .offsets_for_times(list(Offset::Beginning)?, self.timeout)
+            .map_err(|err| self.request_error("list_offsets", err))?;
+        let high = self
+            .reader
+            .offsets_for_times(list(Offset::End)?, self.timeout)
+            .map_err(|err| self.request_error("list_offsets", err))?;
+        let mut lows = HashMap::with_capacity(partitions.len());
+        for elem in low.elements() {
+            let value = match (elem.error(), elem.offset()) {
+                (Err(err), _) => Err(err.to_string()),
+                (Ok(()), Offset::Offset(offset)) => Ok(offset),
+                (Ok(()), other) => Err(format!("no low watermark ({other:?})")),
+            };
+            lows.insert((elem.topic().to_owned(), elem.partition()), value);
+        }
+        for elem in high.elements() {
+            let key = (elem.topic().to_owned(), elem.partition());
+            let high = match (elem.error(), elem.offset()) {
+                (Err(err), _) => Err(err.to_string()),
+                (Ok(()), Offset::Offset(offset)) => Ok(offset),
+                (Ok(()), other) => Err(format!("no high watermark ({other:?})")),
+            };
+            let low = lows
+                .remove(&key)
+                .unwrap_or_else(|| Err("no low watermark".to_owned()));
+            let value = match (low, high) {
+                (Ok(low), Ok(high)) => Ok((low, high)),
+                (Err(err), _) | (_, Err(err)) => Err(err),
+            };
+            result.insert(key, value);
+        }
+        Ok(result)
+    }
+
+    /// Reads the timestamp (Unix ms) of the message at each wanted offset: assigns the
+    /// partitions at those offsets and keeps the first message of each. A partition wanted at
+    /// several offsets is read in several rounds. Stops at the request timeout.
+    ///
+    /// Returns the timestamps found and the number of fetch rounds.
+    pub(crate) fn read_timestamps(
+        &self,
+        wanted: &BTreeSet<(String, i32, i64)>,
+    ) -> Result<(HashMap<(String, i32, i64), i64>, u64), KafkaLagError> {
+        let mut found = HashMap::with_capacity(wanted.len());
+        let mut rounds: Vec<BTreeMap<TopicPartition, i64>> = Vec::new();
+        for (topic, partition, offset) in wanted {
+            let key = (topic.clone(), *partition);
+            match rounds.iter_mut().find(|round| !round.contains_key(&key)) {
+                Some(round) => {
+                    round.insert(key, *offset);
+                }
+                None => rounds.push(BTreeMap::from([(key, *offset)])),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let round_count = rounds.len() as u64;
+        for round in rounds {
+            let mut assignment = TopicPartitionList::with_capacity(round.len());
+            for ((topic, partition), offset) in &round {
+                assignment
+                    .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(|err| self.request_error("fetch_timestamps", err))?;
+            }
+            self.timestamps
+                .assign(&assignment)
+                .map_err(|err| self.request_error("fetch_timestamps", err))?;
+            let mut pending = round;
+            while !pending.is_empty() {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = (deadline - now).min(Duration::from_millis(100));
+                match self.timestamps.poll(wait) {
+                    None => {}
+                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(err)) => {
+                        tracing::debug!(cluster = %self.cluster, error = %err, "timestamp read failed");
+                    }
+                    Some(Ok(message)) => {
+                        let key = (message.topic().to_owned(), message.partition());
+                        let Some(&offset) = pending.get(&key) else {
+                            continue;
+                        };
+                        if message.offset() < offset {
+                            continue;
+                        }
+                        pending.remove(&key);
+                        if let Some(ms) = message.timestamp().to_millis() {
+                            found.insert((key.0, key.1, offset), ms);
+                        }
+                    }
+                }
+            }
+            self.timestamps
+                .unassign()
+                .map_err(|err| self.request_error("fetch_timestamps", err))?;
+        }
+        Ok((found, round_count))
+    }
+
+    /// Reads the committed offsets of each group with a short-lived consumer per group (never
+    /// joins): the path for clusters the batched protocol client cannot reach.
+    pub(crate) fn committed_per_group(
+        &self,
+        groups: &[String],
+        partitions: &[TopicPartition],
+    ) -> HashMap<String, Result<GroupOffsets, String>> {
+        let chunk = groups.len().div_ceil(PER_GROUP_WORKERS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = groups
+                .chunks(chunk)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|group| (group.clone(), self.committed_of(group, partitions)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| vec![(String::new(), Err("worker panicked".into()))])
+                })
+                .collect()
+        })
+    }
+
+    fn committed_of(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<GroupOffsets, String> {
+        let mut config = self.base.clone();
+        config.set("group.id", group);
+        let consumer: BaseConsumer = config.create().map_err(|err| err.to_string())?;
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|err| err.to_string())?;
+        let mut offsets = GroupOffsets::new();
+        for elem in committed.elements() {
+            let (offset, error) = match (elem.error(), elem.offset()) {
+                (Err(_), _) => (-1, -1),
+                (Ok(()), Offset::Offset(offset)) => (offset, 0),
+                (Ok(()), _) => (-1, 0),
+            };
+            offsets.insert((elem.topic().to_owned(), elem.partition()), (offset, error));
+        }
+        // A partition list from `committed_offsets` must be dropped before its consumer.
+        drop(committed);
+        drop(consumer);
+        Ok(offsets)
+    }
+}

@@ -1,0 +1,152 @@
+//! Signals derived from OTLP data, per pipeline stage.
+//!
+//! The collector turns raw OTLP requests into a stream of [`SignalBatch`]es: windowed series points
+//! (span throughput, latency percentiles, error ratio, log rates per severity, every metric point),
+//! per-stage window figures, the log records themselves (for the log detector) and batch-job runs.
+//!
+//! A *stage* is named by the resource `service.name`, refined by the first configured stage
+//! attribute found on the item (for example `pipeline.stage`, `messaging.destination.name` or
+//! `job.name`): `service` or `service/value`.
+
+use serde::{Deserialize, Serialize};
+
+/// One value of one series at one time.
+///
+/// A series is identified by [`SeriesPoint::key`], a canonical string built from the stage, the
+/// signal name and the sorted attributes (see [`series_key`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Canonical series key, `stage|name|k1=v1,k2=v2` with attributes sorted by key.
+    pub key: String,
+    /// Stage the series belongs to.
+    pub stage: String,
+    /// Signal name, e.g. `span.throughput_per_s`, `span.latency_p95_ms`, or an OTLP metric name.
+    pub name: String,
+    /// Attributes of the series, sorted by key.
+    pub attributes: Vec<(String, String)>,
+    /// Time of the point (end of the window for derived signals), Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Value of the point.
+    pub value: f64,
+}
+
+/// Figures of one stage over one closed window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StageWindow {
+    /// Stage name.
+    pub stage: String,
+    /// Window start, Unix milliseconds (inclusive).
+    pub window_start_ms: i64,
+    /// Window end, Unix milliseconds (exclusive).
+    pub window_end_ms: i64,
+    /// Spans received in the window.
+    pub spans: u64,
+    /// Spans with status ERROR in the window.
+    pub span_errors: u64,
+    /// Span latency percentiles in milliseconds (`None` without spans).
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile span latency, milliseconds.
+    pub latency_p95_ms: Option<f64>,
+    /// 99th percentile span latency, milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// Metric data points received in the window.
+    pub metric_points: u64,
+    /// Log records received in the window.
+    pub log_records: u64,
+    /// Log records per severity text (`TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`,
+    /// `UNSPECIFIED`), sorted by severity.
+    pub logs_by_severity: Vec<(String, u64)>,
+}
+
+/// One OTLP log record, kept for the log detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Stage the record belongs to.
+    pub stage: String,
+    /// Record time (or observed time when the record has none), Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// OTLP severity number (0 when unspecified).
+    pub severity_number: i32,
+    /// Severity text as sent, or derived from the number.
+    pub severity_text: String,
+    /// Body rendered as a string (strings as-is, other values as JSON).
+    pub body: String,
+    /// Record attributes as a JSON object.
+    pub attributes: serde_json::Value,
+    /// Trace id, lowercase hex (empty when absent).
+    pub trace_id: String,
+    /// Span id, lowercase hex (empty when absent).
+    pub span_id: String,
+}
+
+/// Status of a batch-job run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// The run succeeded (span status OK or UNSET).
+    Ok,
+    /// The run failed (span status ERROR).
+    Error,
+}
+
+/// One run of a scheduled batch job, reported as a span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// Job name (value of the job attribute, or the span name).
+    pub job: String,
+    /// Stage the job belongs to.
+    pub stage: String,
+    /// Trace id, lowercase hex.
+    pub trace_id: String,
+    /// Span id, lowercase hex.
+    pub span_id: String,
+    /// Start, Unix milliseconds.
+    pub start_ms: i64,
+    /// End, Unix milliseconds.
+    pub end_ms: i64,
+    /// Runtime in milliseconds.
+    pub runtime_ms: f64,
+    /// Outcome of the run.
+    pub status: JobStatus,
+}
+
+/// What the collector emits downstream: everything derived since the previous batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignalBatch {
+    /// Series points (windowed span/log signals, job series, and every metric point).
+    pub points: Vec<SeriesPoint>,
+    /// Closed stage windows.
+    pub stage_windows: Vec<StageWindow>,
+    /// Log records, in arrival order.
+    pub logs: Vec<LogRecord>,
+    /// Batch-job runs.
+    pub job_runs: Vec<JobRun>,
+}
+
+impl SignalBatch {
+    /// Returns true when the batch carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+            && self.stage_windows.is_empty()
+            && self.logs.is_empty()
+            && self.job_runs.is_empty()
+    }
+}
+
+/// Builds the canonical series key `stage|name|k1=v1,k2=v2` (attributes must be sorted by key).
+pub fn series_key(stage: &str, name: &str, attributes: &[(String, String)]) -> String {
+    let mut key = String::with_capacity(stage.len() + name.len() + 2 + attributes.len() * 16);
+    key.push_str(stage);
+    key.push('|');
+    key.push_str(name);
+    key.push('|');
+    for (i, (k, v)) in attributes.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}

@@ -1,0 +1,305 @@
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::score::Direction;
+
+const STEP_MS: i64 = 10_000;
+
+fn bank() -> SeriesBank {
+    SeriesBank::new(SeriesBank::params().check().unwrap())
+}
+
+/// Standard normal draws (Box-Muller) from a seeded generator.
+fn gaussian_noise(seed: u64, n: usize) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+            let u2: f64 = rng.random();
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+fn observe_all(bank: &mut SeriesBank, key: &str, values: &[f64]) -> Vec<ScoredPoint> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &value)| bank.observe(key, i as i64 * STEP_MS, value))
+        .collect()
+}
+
+#[test]
+fn spike_is_detected_with_direction_actual_and_typical() {
+    let mut bank = bank();
+    let mut values: Vec<f64> = gaussian_noise(1, 300)
+        .iter()
+        .map(|x| 100.0 + 2.0 * x)
+        .collect();
+    values[200] = 160.0;
+    values[250] = 40.0;
+    let points = observe_all(&mut bank, "s", &values);
+
+    let spike = &points[200];
+    assert!(spike.is_anomaly);
+    assert!(
+        spike.score > bank.hyperparams().alert_threshold(),
+        "{}",
+        spike.score
+    );
+    assert_eq!(spike.explanation.direction, Direction::Up);
+    assert_eq!(spike.explanation.actual, 160.0);
+    assert!(
+        (spike.explanation.typical - 100.0).abs() < 2.0,
+        "{:?}",
+        spike.explanation
+    );
+    assert!(spike.explanation.lower < 100.0 && spike.explanation.upper > 100.0);
+    assert!(spike.explanation.upper < 160.0);
+    assert_eq!(spike.explanation.feature, "value");
+    assert_eq!(
+        (spike.model, spike.model_version),
+        (RobustBaseline::NAME, RobustBaseline::VERSION)
+    );
+    assert!(!spike.continuing);
+
+    let dip = &points[250];
+    assert!(dip.is_anomaly);
+    assert_eq!(dip.explanation.direction, Direction::Down);
+    assert_eq!(dip.explanation.actual, 40.0);
+
+    let anomalies: Vec<usize> = (0..points.len())
+        .filter(|&i| points[i].is_anomaly)
+        .collect();
+    assert_eq!(anomalies, vec![200, 250]);
+}
+
+#[test]
+fn constant_series_has_no_anomaly() {
+    let mut bank = bank();
+    let points = observe_all(&mut bank, "constant", &[42.0; 1000]);
+    assert!(
+        points
+            .iter()
+            .all(|point| point.score == 0.0 && !point.is_anomaly)
+    );
+    let zeros = observe_all(&mut bank, "zeros", &[0.0; 1000]);
+    assert!(zeros.iter().all(|point| point.score == 0.0));
+}
+
+#[test]
+fn gentle_noisy_series_has_no_anomaly() {
+    let mut bank = bank();
+    let noise = gaussian_noise(7, 20_000);
+    let values: Vec<f64> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, x)| 500.0 + 30.0 * (i as f64 / 2000.0 * std::f64::consts::TAU).sin() + 5.0 * x)
+        .collect();
+    let points = observe_all(&mut bank, "gentle", &values);
+    let anomalies = points.iter().filter(|point| point.is_anomaly).count();
+    assert_eq!(anomalies, 0);
+}
+
+#[test]
+fn level_shift_alerts_then_adapts() {
+    let mut bank = bank();
+    let window = bank.hyperparams().model().window_points();
+    let noise = gaussian_noise(3, 600);
+    let values: Vec<f64> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if i < 200 { 10.0 } else { 50.0 } + x)
+        .collect();
+    let points = observe_all(&mut bank, "shift", &values);
+    assert!(points[200].is_anomaly);
+    assert_eq!(points[200].explanation.direction, Direction::Up);
+    assert!(points[201].continuing);
+    let late_anomalies = points[200 + window..]
+        .iter()
+        .filter(|point| point.is_anomaly)
+        .count();
+    assert_eq!(late_anomalies, 0);
+}
+
+#[test]
+fn warmup_points_score_zero_and_never_alert() {
+    let mut bank = SeriesBank::new(SeriesBank::params().alert_threshold(0.0).check().unwrap());
+    let warmup = bank.hyperparams().model().warmup_points();
+    let values: Vec<f64> = (0..100)
+        .map(|i| if i % 2 == 0 { 0.0 } else { 1000.0 })
+        .collect();
+    let points = observe_all(&mut bank, "s", &values);
+    assert!(
+        points[..warmup]
+            .iter()
+            .all(|point| point.score == 0.0 && !point.is_anomaly)
+    );
+    assert!(points[warmup..].iter().all(|point| point.is_anomaly));
+}
+
+#[test]
+fn non_finite_values_score_zero_and_are_not_absorbed() {
+    let mut bank = bank();
+    let values: Vec<f64> = gaussian_noise(5, 100).iter().map(|x| 10.0 + x).collect();
+    observe_all(&mut bank, "s", &values);
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let point = bank.observe("s", 1_000_000, value);
+        assert_eq!(point.score, 0.0);
+        assert!(!point.is_anomaly);
+        assert_eq!(point.explanation.direction, Direction::None);
+        assert!((point.explanation.typical - 10.0).abs() < 1.0);
+    }
+    let fresh = bank.observe("new", 0, f64::NAN);
+    assert_eq!(fresh.score, 0.0);
+    assert_eq!(bank.slots[bank.index["s"]].model.absorbed(), 100);
+    assert_eq!(bank.slots[bank.index["new"]].model.absorbed(), 0);
+}
+
+#[test]
+fn least_recently_updated_series_is_evicted_at_the_cap() {
+    let mut bank = SeriesBank::new(SeriesBank::params().max_series(3).check().unwrap());
+    for key in ["a", "b", "c"] {
+        bank.observe(key, 0, 1.0);
+    }
+    assert_eq!((bank.len(), bank.evictions()), (3, 0));
+    bank.observe("a", 1, 1.0);
+    bank.observe("d", 2, 1.0);
+    assert_eq!((bank.len(), bank.evictions()), (3, 1));
+    assert!(!bank.index.contains_key("b"));
+    bank.observe("e", 3, 1.0);
+    assert!(!bank.index.contains_key("c"));
+    bank.observe("a", 4, 1.0);
+    bank.observe("f", 5, 1.0);
+    assert!(!bank.index.contains_key("d"));
+    assert_eq!((bank.len(), bank.evictions()), (3, 3));
+    let mut keys: Vec<&str> = bank.index.keys().map(|key| &**key).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["a", "e", "f"]);
+    assert_eq!(bank.slots[bank.index["a"]].model.absorbed(), 3);
+    assert_eq!(bank.slots[bank.index["f"]].model.absorbed(), 1);
+}
+
+#[test]
+fn one_series_cap_evicts_on_every_new_key() {
+    let mut bank = SeriesBank::new(SeriesBank::params().max_series(1).check().unwrap());
+    for (i, key) in ["a", "b", "b", "a"].into_iter().enumerate() {
+        bank.observe(key, i as i64, 1.0);
+    }
+    assert_eq!((bank.len(), bank.evictions()), (1, 2));
+}
+
+#[test]
+fn memory_per_series_is_reported() {
+    let mut bank = bank();
+    bank.observe("svc/ingest|span.count", 0, 1.0);
+    let bytes = bank.approx_bytes_per_series();
+    let window = bank.hyperparams().model().window_points();
+    let season = bank.hyperparams().model().season_bins() * 5;
+    assert!(bytes > 2 * window * 8 + season, "{bytes}");
+    assert!(bytes < 2 * window * 8 + season + 1024, "{bytes}");
+}
+
+#[test]
+fn scoring_is_deterministic() {
+    let values: Vec<f64> = gaussian_noise(11, 2000)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if i % 300 == 299 { 30.0 } else { *x })
+        .collect();
+    let run = || {
+        let mut bank = SeriesBank::new(SeriesBank::params().max_series(2).check().unwrap());
+        let mut points = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let key = ["a", "b", "c"][i % 3];
+            points.push(bank.observe(key, i as i64, *value));
+        }
+        points
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn params_reject_each_bad_value() {
+    let error = SeriesBank::params().max_series(0).check().unwrap_err();
+    assert_eq!(error, SeriesBankParamsError::MaxSeries(0));
+    for threshold in [-1.0, 100.5, f64::NAN] {
+        let error = SeriesBank::params()
+            .alert_threshold(threshold)
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(error, SeriesBankParamsError::AlertThreshold(_)),
+            "{threshold}"
+        );
+    }
+    let error = SeriesBank::params().window_points(2).check().unwrap_err();
+    assert!(matches!(error, SeriesBankParamsError::Model(_)));
+    let error = SeriesBank::params().warmup_points(0).check().unwrap_err();
+    assert!(matches!(error, SeriesBankParamsError::Model(_)));
+    let error = SeriesBank::params()
+        .model(RobustBaseline::params().ewma_alpha(0.0))
+        .check();
+    assert!(matches!(error, Err(SeriesBankParamsError::Model(_))));
+    let checked = SeriesBank::params()
+        .warmup_points(5)
+        .window_points(32)
+        .check()
+        .unwrap();
+    assert_eq!(
+        (
+            checked.model().warmup_points(),
+            checked.model().window_points()
+        ),
+        (5, 32)
+    );
+    assert_eq!(
+        (checked.max_series(), checked.alert_threshold()),
+        (100_000, 70.0)
+    );
+}
+
+proptest! {
+    #[test]
+    fn scores_are_finite_and_within_0_to_100(
+        values in proptest::collection::vec(
+            prop_oneof![
+                -1e6..1e6f64,
+                proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+                Just(0.0),
+                Just(1.0),
+            ],
+            0..300,
+        ),
+        window in 4usize..80,
+        warmup in 2usize..30,
+    ) {
+        let params = SeriesBank::params().window_points(window).warmup_points(warmup).max_series(2);
+        let mut bank = SeriesBank::new(params.check().unwrap());
+        for (i, value) in values.iter().enumerate() {
+            let point = bank.observe(if i % 5 == 0 { "x" } else { "y" }, i as i64, *value);
+            prop_assert!(point.score.is_finite());
+            prop_assert!((0.0..=100.0).contains(&point.score), "{}", point.score);
+            prop_assert!(!point.is_anomaly || point.score >= 70.0);
+        }
+    }
+}
+
+#[test]
+fn debug_gentle() {
+    let mut bank = bank();
+    let noise = gaussian_noise(7, 20_000);
+    let values: Vec<f64> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, x)| 500.0 + 30.0 * (i as f64 / 2000.0 * std::f64::consts::TAU).sin() + 5.0 * x)
+        .collect();
+    let points = observe_all(&mut bank, "gentle", &values);
+    for (i, p) in points.iter().enumerate() {
+        if p.score > 30.0 {
+            println!("{i} {:.1} {:?}", p.score, p.explanation);
+        }
+    }
+}

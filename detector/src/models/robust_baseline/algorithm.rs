@@ -1,0 +1,532 @@
+//! State, update and scoring of the robust baseline.
+
+use linfa::{DatasetBase, prelude::*};
+use ndarray::{Array1, ArrayBase, Data, Ix2};
+
+use super::error::RobustBaselineError;
+use super::hyperparams::{RobustBaselineParams, RobustBaselineValidParams};
+use super::record::RecordEnvelope;
+use super::season::Season;
+use super::tail::TailHistogram;
+use super::window::{RobustWindow, WindowStats};
+use crate::score::{Deviation, Score, Z_FLOOR};
+
+/// Smallest range of the records, in scales, that record excesses are measured against: a
+/// value just above the maximum of a narrow, noisy history is not news.
+const RECORD_MIN_RANGE_SCALES: f64 = 60.0;
+
+/// Points a model absorbs (since its window was last emptied) before records can raise scores.
+const RECORD_MIN_POINTS: u64 = 200;
+
+/// Fewest points per period for which a seasonal profile is learnt.
+const MIN_POINTS_PER_SEASON: f64 = 24.0;
+
+/// Streaming robust baseline of one series (see the [module docs](super)).
+///
+/// ```
+/// use linfa::ParamGuard;
+/// use pipewarden_detector::{RobustBaseline, Score};
+///
+/// let mut model = RobustBaseline::new(RobustBaseline::params().check()?);
+/// for i in 0..100 {
+///     model.observe(i * 1000, 10.0 + (i % 3) as f64);
+/// }
+/// let deviation = model.observe(100_000, 50.0).expect("warm model scores finite values");
+/// assert!(Score::from_deviation(&deviation).value() > 90.0);
+/// # Ok::<(), pipewarden_detector::RobustBaselineParamsError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RobustBaseline {
+    params: RobustBaselineValidParams,
+    /// Recent deseasonalised values.
+    window: RobustWindow,
+    /// EWMA of the (clipped) deseasonalised values; `None` before the first value.
+    ewma_level: Option<f64>,
+    /// Finite values absorbed since creation or the last reset.
+    absorbed: u64,
+    /// Values absorbed since the window was last emptied (warm-up counts these).
+    since_window_reset: u64,
+    last_timestamp_ms: Option<i64>,
+    /// Typical spacing of the points (EWMA of positive timestamp steps), 0 until known.
+    interval_ms: f64,
+    season: Option<Season>,
+    tail: TailHistogram,
+    /// High and low records of the deseasonalised values (`None` when disabled or empty).
+    records: Option<RecordEnvelope>,
+    /// Long-term mean of the window spread.
+    long_spread: f64,
+    /// Consecutive strong deviations on one side (sign carried), towards a level shift.
+    shift_run: i64,
+}
+
+/// What the model expects of the next value.
+#[derive(Debug, Clone, Copy)]
+struct Expectation {
+    /// Seasonal offset in force (0 without a season).
+    offset: f64,
+    stats: WindowStats,
+    /// Scale of normal variation, floors applied.
+    scale: f64,
+}
+
+impl RobustBaseline {
+    /// Name of the model in anomaly records.
+    pub const NAME: &'static str = "robust_baseline";
+
+    /// Version of the model in anomaly records; bumped whenever its scores change.
+    pub const VERSION: u32 = 2;
+
+    /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
+    pub fn params() -> RobustBaselineParams {
+        RobustBaselineParams::new()
+    }
+
+    /// Returns an empty model.
+    pub fn new(params: RobustBaselineValidParams) -> Self {
+        RobustBaseline {
+            window: RobustWindow::new(params.window_points),
+            season: None,
+            params,
+            ewma_level: None,
+            absorbed: 0,
+            since_window_reset: 0,
+            last_timestamp_ms: None,
+            interval_ms: 0.0,
+            tail: TailHistogram::new(),
+            records: None,
+            long_spread: 0.0,
+            shift_run: 0,
+        }
+    }
+
+    /// Returns the hyperparameters of the model.
+    pub fn hyperparams(&self) -> &RobustBaselineValidParams {
+        &self.params
+    }
+
+    /// Forgets every absorbed value, keeping the window's allocation.
+    pub fn reset(&mut self) {
+        let params = self.params.clone();
+        let mut window = std::mem::replace(&mut self.window, RobustWindow::new(0));
+        window.clear();
+        *self = RobustBaseline {
+            window,
+            ..RobustBaseline::new(params)
+        };
+    }
+
+    /// Returns whether the model has absorbed `warmup_points` values and therefore scores.
+    pub fn is_warm(&self) -> bool {
+        self.since_window_reset >= self.params.warmup_points as u64
+    }
+
+    /// Returns the number of finite values absorbed.
+    pub fn absorbed(&self) -> u64 {
+        self.absorbed
+    }
+
+    /// Returns the timestamp of the last observed point, if any.
+    pub fn last_timestamp_ms(&self) -> Option<i64> {
+        self.last_timestamp_ms
+    }
+
+    /// Returns whether the seasonal profile is in use.
+    pub fn is_seasonal(&self) -> bool {
+        self.season.as_ref().is_some_and(Season::is_active)
+    }
+
+    /// Returns the level the model expects without season (the window median), if any.
+    pub fn typical(&self) -> Option<f64> {
+        self.window.median()
+    }
+
+    /// Returns the heap bytes held by the model (window and seasonal profile).
+    pub fn approx_heap_bytes(&self) -> usize {
+        self.window.heap_bytes() + self.season.as_ref().map_or(0, Season::heap_bytes)
+    }
+
+    /// Returns the heap bytes a model with `params` holds once it has a seasonal profile.
+    pub fn approx_heap_bytes_for(params: &RobustBaselineValidParams) -> usize {
+        let window = 2 * params.window_points * size_of::<f64>();
+        let season = if params.season_period_ms > 0 {
+            params.season_bins * 5
+        } else {
+            0
+        };
+        window + season
+    }
+
+    /// Returns the deviation of `value` at `timestamp_ms` from the current state without
+    /// absorbing it; `None` during warm-up or when `value` is not finite.
+    pub fn deviation(&self, timestamp_ms: i64, value: f64) -> Option<Deviation> {
+        if !value.is_finite() || !self.is_warm() {
+            return None;
+        }
+        let expectation = self.expectation(timestamp_ms)?;
+        Some(self.deviation_with(value, &expectation).0)
+    }
+
+    /// Scores `value` against the state before it, then absorbs it: returns its deviation, or
+    /// `None` during warm-up or when `value` is not finite (a non-finite value is not absorbed).
+    pub fn observe(&mut self, timestamp_ms: i64, value: f64) -> Option<Deviation> {
+        if !value.is_finite() {
+            self.last_timestamp_ms = Some(timestamp_ms);
+            return None;
+        }
+        let expectation = self.expectation(timestamp_ms);
+        let scored = match expectation {
+            Some(expectation) if self.is_warm() => Some(self.deviation_with(value, &expectation)),
+            _ => None,
+        };
+        self.absorb(timestamp_ms, value, expectation, scored.map(|(_, z)| z));
+        scored.map(|(deviation, _)| deviation)
+    }
+
+    /// Absorbs `value` without scoring it (a non-finite value is ignored).
+    pub fn update(&mut self, timestamp_ms: i64, value: f64) {
+        if !value.is_finite() {
+            self.last_timestamp_ms = Some(timestamp_ms);
+            return;
+        }
+        let expectation = self.expectation(timestamp_ms);
+        let raw_z = match expectation {
+            Some(expectation) if self.is_warm() => Some(self.deviation_with(value, &expectation).1),
+            _ => None,
+        };
+        self.absorb(timestamp_ms, value, expectation, raw_z);
+    }
+
+    fn expectation(&self, timestamp_ms: i64) -> Option<Expectation> {
+        let stats = self.window.stats()?;
+        let offset = self
+            .season
+            .as_ref()
+            .map_or(0.0, |season| season.offset(timestamp_ms));
+        let scale = stats
+            .spread
+            .max(self.params.long_spread_floor * self.long_spread)
+            .max(self.params.relative_scale_floor * (stats.median + offset).abs())
+            .max(self.params.absolute_scale_floor);
+        Some(Expectation {
+            offset,
+            stats,
+            scale,
+        })
+    }
+
+    /// Returns the calibrated deviation of `value` and its raw (uncalibrated, signed) z-score.
+    fn deviation_with(&self, value: f64, expectation: &Expectation) -> (Deviation, f64) {
+        let deseasonalised = value - expectation.offset;
+        let level = match self.ewma_level {
+            Some(level)
+                if (deseasonalised - level).abs()
+                    < (deseasonalised - expectation.stats.median).abs() =>
+            {
+                level
+            }
+            _ => expectation.stats.median,
+        };
+        let departure = deseasonalised - level;
+        let raw_z = departure / expectation.scale;
+        let mut z = raw_z.abs() / self.tail_inflation(raw_z);
+        if let Some(records) = &self.records {
+            let excess =
+                records.excess(deseasonalised, RECORD_MIN_RANGE_SCALES * expectation.scale);
+            if excess > 0.0 && self.since_window_reset > RECORD_MIN_POINTS {
+                z = z.max(Z_FLOOR + excess * self.params.record_gain);
+            }
+        }
+        // The deviation carries the final z through its scale: |departure| / scale = z.
+        let scale = if z > 0.0 {
+            departure.abs() / z
+        } else {
+            expectation.scale
+        };
+        let deviation = Deviation {
+            actual: value,
+            typical: level + expectation.offset,
+            scale,
+        };
+        (deviation, raw_z)
+    }
+
+    fn absorb(
+        &mut self,
+        timestamp_ms: i64,
+        value: f64,
+        expectation: Option<Expectation>,
+        raw_z: Option<f64>,
+    ) {
+        if let Some(previous) = self.last_timestamp_ms {
+            let step = timestamp_ms.saturating_sub(previous) as f64;
+            if step > 0.0 {
+                let weight = if self.interval_ms > 0.0 { 0.05 } else { 1.0 };
+                self.interval_ms += weight * (step - self.interval_ms);
+            }
+        }
+        self.last_timestamp_ms = Some(timestamp_ms);
+        self.absorbed += 1;
+        self.since_window_reset += 1;
+        let offset = expectation.map_or(0.0, |expectation| expectation.offset);
+        let deseasonalised = value - offset;
+
+        let mut shift_confirmed = false;
+        if let Some(raw_z) = raw_z {
+            let calibrated_z = raw_z / self.tail_inflation(raw_z);
+            if self.params.tail_quantile > 0.0 {
+                self.tail.learn(raw_z, self.params.tail_half_life_points);
+            }
+            shift_confirmed = self.track_shift(calibrated_z);
+        }
+        if let Some(expectation) = expectation {
+            let weight = (std::f64::consts::LN_2 / self.params.tail_half_life_points)
+                .max(1.0 / self.since_window_reset as f64);
+            self.long_spread += weight * (expectation.stats.spread - self.long_spread);
+        }
+
+        self.ewma_level = Some(match (self.ewma_level, expectation) {
+            (None, _) => deseasonalised,
+            (Some(level), expectation) => {
+                let target = match expectation {
+                    Some(expectation) if raw_z.is_some() => {
+                        let reach = self.params.clip_z * expectation.scale;
+                        let median = expectation.stats.median;
+                        deseasonalised.clamp(median - reach, median + reach)
+                    }
+                    _ => deseasonalised,
+                };
+                // The running mean until 1/n drops below alpha, so early values weigh evenly.
+                let alpha = self
+                    .params
+                    .ewma_alpha
+                    .max(1.0 / self.since_window_reset as f64);
+                level + alpha * (target - level)
+            }
+        });
+        self.window.push(deseasonalised);
+        if self.params.record_gain > 0.0 {
+            let median = expectation.map_or(deseasonalised, |e| e.stats.median);
+            let half_life = self.params.record_half_life_points;
+            self.records
+                .get_or_insert_with(|| RecordEnvelope::new(deseasonalised))
+                .learn(deseasonalised, median, half_life);
+        }
+
+        if shift_confirmed {
+            self.move_window_to_new_level(expectation.map(|e| e.stats.median));
+        }
+        self.learn_season(timestamp_ms, value);
+    }
+
+    fn tail_inflation(&self, raw_z: f64) -> f64 {
+        if self.params.tail_quantile > 0.0 {
+            self.tail.inflation(raw_z, self.params.tail_quantile)
+        } else {
+            1.0
+        }
+    }
+
+    /// Counts consecutive strong deviations on one side; returns whether they confirm a shift.
+    fn track_shift(&mut self, calibrated_z: f64) -> bool {
+        let confirm = self.params.shift_confirm_points as i64;
+        if confirm == 0 || calibrated_z.abs() < self.params.shift_z {
+            self.shift_run = 0;
+            return false;
+        }
+        let side = if calibrated_z > 0.0 { 1 } else { -1 };
+        self.shift_run = if self.shift_run.signum() == side {
+            self.shift_run + side
+        } else {
+            side
+        };
+        self.shift_run.abs() >= confirm
+    }
+
+    /// Moves the older part of the window (and the EWMA) to the level of the newest
+    /// `shift_confirm_points` values, keeping its spread.
+    fn move_window_to_new_level(&mut self, old_median: Option<f64>) {
+        let confirm = self.params.shift_confirm_points;
+        let mut newest: Vec<f64> = self.window.newest(confirm).collect();
+        newest.sort_by(f64::total_cmp);
+        let new_level = newest[newest.len() / 2];
+        if let Some(old_median) = old_median {
+            self.window.shift_older(new_level - old_median, confirm);
+        }
+        self.ewma_level = Some(new_level);
+        self.shift_run = 0;
+    }
+
+    fn learn_season(&mut self, timestamp_ms: i64, value: f64) {
+        if self.params.season_period_ms == 0 || self.interval_ms <= 0.0 {
+            return;
+        }
+        // A profile needs a few points per period to mean anything.
+        if self.season.is_none()
+            && self.interval_ms > self.params.season_period_ms as f64 / MIN_POINTS_PER_SEASON
+        {
+            return;
+        }
+        let season = self.season.get_or_insert_with(|| {
+            Season::new(self.params.season_period_ms, self.params.season_bins)
+        });
+        let switched = season.learn(
+            timestamp_ms,
+            value,
+            self.interval_ms,
+            self.params.season_alpha,
+        );
+        if switched {
+            // The window holds values deseasonalised the other way: start it again.
+            self.window.clear();
+            self.ewma_level = None;
+            self.records = None;
+            self.long_spread = 0.0;
+            self.since_window_reset = 0;
+            self.shift_run = 0;
+        }
+    }
+}
+
+/// Warm-up and incremental update: absorbs every row `[timestamp_ms, value]` of the records in
+/// order into `model` (a new model when `None`). An existing model keeps its own hyperparameters.
+///
+/// ```
+/// use linfa::{DatasetBase, ParamGuard, traits::FitWith};
+/// use ndarray::array;
+/// use pipewarden_detector::{RobustBaseline, RobustBaselineError};
+///
+/// let params = RobustBaseline::params().warmup_points(3).check()?;
+/// let history = DatasetBase::new(array![[0.0, 1.0], [1000.0, 1.2], [2000.0, 0.9]], ());
+/// let model = FitWith::<_, _, RobustBaselineError>::fit_with(&params, None, &history)?;
+/// assert!(model.is_warm());
+/// # Ok::<(), RobustBaselineError>(())
+/// ```
+impl<'a, D, T> FitWith<'a, ArrayBase<D, Ix2>, T, RobustBaselineError> for RobustBaselineValidParams
+where
+    D: Data<Elem = f64> + 'a,
+    T: 'a,
+{
+    type ObjectIn = Option<RobustBaseline>;
+    type ObjectOut = RobustBaseline;
+
+    fn fit_with(
+        &self,
+        model: Self::ObjectIn,
+        dataset: &'a DatasetBase<ArrayBase<D, Ix2>, T>,
+    ) -> Result<Self::ObjectOut, RobustBaselineError> {
+        let records = dataset.records();
+        if records.ncols() != 2 {
+            return Err(RobustBaselineError::RecordColumns(records.ncols()));
+        }
+        let mut model = model.unwrap_or_else(|| RobustBaseline::new(self.clone()));
+        for row in records.rows() {
+            // Timestamps travel as f64 in records; integral milliseconds are exact up to 2^53.
+            model.update(row[0] as i64, row[1]);
+        }
+        Ok(model)
+    }
+}
+
+/// Scores a micro-batch without updating the model: one 0-100 score per row `[timestamp_ms,
+/// value]`, each against the current state; 0 during warm-up and for non-finite values. A
+/// one-column row is a value at the last observed timestamp.
+impl<D: Data<Elem = f64>> PredictInplace<ArrayBase<D, Ix2>, Array1<f64>> for RobustBaseline {
+    fn predict_inplace(&self, records: &ArrayBase<D, Ix2>, targets: &mut Array1<f64>) {
+        for (row, target) in records.rows().into_iter().zip(targets.iter_mut()) {
+            let (timestamp_ms, value) = match row.len() {
+                0 => (0, f64::NAN),
+                1 => (self.last_timestamp_ms.unwrap_or(0), row[0]),
+                // Timestamps travel as f64 in records; integral milliseconds are exact up to 2^53.
+                _ => (row[0] as i64, row[row.len() - 1]),
+            };
+            *target = self
+                .deviation(timestamp_ms, value)
+                .map_or(0.0, |deviation| Score::from_deviation(&deviation).value());
+        }
+    }
+
+    fn default_target(&self, records: &ArrayBase<D, Ix2>) -> Array1<f64> {
+        Array1::zeros(records.nrows())
+    }
+}
+
+impl RobustBaselineParams {
+    /// Checks the parameters and returns an empty model.
+    ///
+    /// # Errors
+    /// Returns the first invalid parameter.
+    pub fn build(self) -> Result<RobustBaseline, RobustBaselineError> {
+        Ok(RobustBaseline::new(self.check()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use linfa::traits::Predict;
+    use ndarray::{Array2, array};
+
+    use super::*;
+
+    fn model(window: usize, warmup: usize) -> RobustBaseline {
+        RobustBaseline::params()
+            .window_points(window)
+            .warmup_points(warmup)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn update_absorbs_the_last_window_of_values() {
+        let mut model = model(4, 2);
+        for (i, value) in [4.0, 1.0, 3.0, 2.0, 10.0, 0.0].into_iter().enumerate() {
+            model.update(i as i64, value);
+        }
+        assert_eq!(model.window.sorted(), [0.0, 2.0, 3.0, 10.0]);
+        assert_eq!(model.typical(), Some(2.5));
+    }
+
+    #[test]
+    fn scores_nothing_during_warmup_and_ignores_non_finite_values() {
+        let mut model = model(8, 3);
+        assert!(model.observe(0, 1.0).is_none());
+        assert!(model.observe(1, f64::NAN).is_none());
+        assert!(model.observe(2, f64::INFINITY).is_none());
+        assert!(model.observe(3, 1.0).is_none());
+        assert_eq!(model.absorbed(), 2);
+        assert!(model.observe(4, 1.0).is_none());
+        assert!(model.observe(5, 1.0).is_some());
+        assert_eq!(model.last_timestamp_ms(), Some(5));
+    }
+
+    #[test]
+    fn fit_with_then_predict_scores_a_batch_without_updating() {
+        let params = RobustBaseline::params().warmup_points(5).check().unwrap();
+        let history =
+            Array2::from_shape_fn(
+                (50, 2),
+                |(i, j)| if j == 0 { i as f64 } else { (i % 5) as f64 },
+            );
+        let dataset = DatasetBase::new(history, ());
+        let model =
+            FitWith::<_, _, RobustBaselineError>::fit_with(&params, None, &dataset).unwrap();
+        assert_eq!(model.absorbed(), 50);
+        let batch = array![[50.0, 2.0], [51.0, 100.0], [52.0, f64::NAN]];
+        let scores: Array1<f64> = model.predict(&batch);
+        assert_eq!(scores[0], 0.0);
+        assert!(scores[1] > 90.0);
+        assert_eq!(scores[2], 0.0);
+        assert_eq!(model.absorbed(), 50);
+    }
+
+    #[test]
+    fn fit_with_rejects_wrong_columns_and_bad_params() {
+        let dataset = DatasetBase::new(Array2::<f64>::zeros((3, 1)), ());
+        let params = RobustBaseline::params().check().unwrap();
+        let error = FitWith::<_, _, RobustBaselineError>::fit_with(&params, None, &dataset);
+        assert!(matches!(error, Err(RobustBaselineError::RecordColumns(1))));
+        let dataset = DatasetBase::new(Array2::<f64>::zeros((3, 2)), ());
+        let bad = RobustBaseline::params().window_points(0);
+        let error = FitWith::<_, _, RobustBaselineError>::fit_with(&bad, None, &dataset);
+        assert!(matches!(error, Err(RobustBaselineError::Params(_))));
+    }
+}

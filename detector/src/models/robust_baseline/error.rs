@@ -1,0 +1,71 @@
+//! Errors of the robust baseline.
+
+use thiserror::Error;
+
+/// A rejected [`RobustBaselineParams`](super::RobustBaselineParams) value, returned by
+/// [`linfa::ParamGuard::check`].
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RobustBaselineParamsError {
+    /// `window_points` must be in 4..=65536.
+    #[error("window_points must be in 4..=65536, got {0}")]
+    WindowPoints(usize),
+    /// `warmup_points` must be at least 2.
+    #[error("warmup_points must be at least 2, got {0}")]
+    WarmupPoints(usize),
+    /// `ewma_alpha` must be in (0, 1].
+    #[error("ewma_alpha must be in (0, 1], got {0}")]
+    EwmaAlpha(f64),
+    /// `clip_z` must be finite and positive.
+    #[error("clip_z must be finite and positive, got {0}")]
+    ClipZ(f64),
+    /// `relative_scale_floor` must be finite and not negative.
+    #[error("relative_scale_floor must be finite and not negative, got {0}")]
+    RelativeScaleFloor(f64),
+    /// `absolute_scale_floor` must be finite and positive.
+    #[error("absolute_scale_floor must be finite and positive, got {0}")]
+    AbsoluteScaleFloor(f64),
+    /// `season_period_ms` must not be negative.
+    #[error("season_period_ms must not be negative, got {0}")]
+    SeasonPeriodMs(i64),
+    /// `season_bins` must be in 1..=8640.
+    #[error("season_bins must be in 1..=8640, got {0}")]
+    SeasonBins(usize),
+    /// `season_alpha` must be in (0, 1].
+    #[error("season_alpha must be in (0, 1], got {0}")]
+    SeasonAlpha(f64),
+    /// `tail_quantile` must be in 0..0.5.
+    #[error("tail_quantile must be in 0..0.5, got {0}")]
+    TailQuantile(f64),
+    /// `tail_half_life_points` must be finite and positive.
+    #[error("tail_half_life_points must be finite and positive, got {0}")]
+    TailHalfLifePoints(f64),
+    /// `shift_confirm_points` must not exceed `window_points`.
+    #[error("shift_confirm_points must not exceed window_points, got {0}")]
+    ShiftConfirmPoints(usize),
+    /// `shift_z` must be finite and positive.
+    #[error("shift_z must be finite and positive, got {0}")]
+    ShiftZ(f64),
+    /// `record_half_life_points` must be finite and positive.
+    #[error("record_half_life_points must be finite and positive, got {0}")]
+    RecordHalfLifePoints(f64),
+    /// `long_spread_floor` must be finite and not negative.
+    #[error("long_spread_floor must be finite and not negative, got {0}")]
+    LongSpreadFloor(f64),
+    /// `record_gain` must be finite and not negative.
+    #[error("record_gain must be finite and not negative, got {0}")]
+    RecordGain(f64),
+}
+
+/// An error of fitting the robust baseline.
+#[derive(Debug, Error)]
+pub enum RobustBaselineError {
+    /// The parameters are invalid.
+    #[error(transparent)]
+    Params(#[from] RobustBaselineParamsError),
+    /// The records do not have the expected shape.
+    #[error("records must have 2 columns (timestamp_ms, value), got {0}")]
+    RecordColumns(usize),
+    /// An error of linfa itself.
+    #[error(transparent)]
+    Linfa(#[from] linfa::Error),
+}

@@ -1,0 +1,175 @@
+//! A seasonal profile over one period (a day by default), learnt in the shadow of the robust
+//! window and switched on only while it predicts clearly better than no season.
+//!
+//! The period is cut into `bins` equal phase bins by timestamp. The profile learns, per bin, the
+//! offset of the value from a slow level (Holt-Winters' additive scheme: the slow level follows the
+//! deseasonalised values with a time constant of a quarter period, each bin's offset follows
+//! `value - level` at rate `max(alpha / points per bin and period, 1 / updates)`, so `alpha` is
+//! the weight of the latest period). After a full period has been seen, both
+//! one-step predictions are scored as they happen, "slow level" and "slow level + offset of the
+//! bin", by exponentially weighted mean absolute errors over about one period. The profile is
+//! switched on when its error drops below `ACTIVATE_RATIO` of the plain one and off again above
+//! `DEACTIVATE_RATIO`, so series without a season never use it.
+
+/// Error ratio (seasonal / plain) under which the profile is switched on.
+const ACTIVATE_RATIO: f64 = 0.6;
+
+/// Error ratio (seasonal / plain) above which the profile is switched off.
+const DEACTIVATE_RATIO: f64 = 0.8;
+
+/// Time constant of the slow level, as a fraction of the period.
+const SLOW_LEVEL_PERIOD_FRACTION: f64 = 0.25;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Season {
+    period_ms: i64,
+    /// Learnt offset of each phase bin from the slow level.
+    profile: Vec<f32>,
+    /// Updates of each bin (saturating): 0 = never learnt.
+    updates: Vec<u8>,
+    slow_level: Option<f64>,
+    seasonal_error: f64,
+    plain_error: f64,
+    error_samples: u64,
+    first_timestamp_ms: Option<i64>,
+    active: bool,
+}
+
+impl Season {
+    pub(crate) fn new(period_ms: i64, bins: usize) -> Self {
+        Season {
+            period_ms,
+            profile: vec![0.0; bins],
+            updates: vec![0; bins],
+            slow_level: None,
+            seasonal_error: 0.0,
+            plain_error: 0.0,
+            error_samples: 0,
+            first_timestamp_ms: None,
+            active: false,
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.profile.capacity() * size_of::<f32>() + self.updates.capacity()
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+    }
+
+    fn bin(&self, timestamp_ms: i64) -> usize {
+        let phase = timestamp_ms.rem_euclid(self.period_ms) as u128;
+        // phase < period, so the bin is < bins.
+        (phase * self.profile.len() as u128 / self.period_ms as u128) as usize
+    }
+
+    /// Returns the learnt offset of the bin of `timestamp_ms` (0 if never learnt).
+    fn learnt_offset(&self, timestamp_ms: i64) -> f64 {
+        let bin = self.bin(timestamp_ms);
+        if self.updates[bin] > 0 {
+            f64::from(self.profile[bin])
+        } else {
+            0.0
+        }
+    }
+
+    /// Returns the offset to subtract from a value at `timestamp_ms`: the learnt offset while
+    /// the profile is on, 0 otherwise.
+    pub(crate) fn offset(&self, timestamp_ms: i64) -> f64 {
+        if self.active {
+            self.learnt_offset(timestamp_ms)
+        } else {
+            0.0
+        }
+    }
+
+    /// Learns from `value` at `timestamp_ms`; `interval_ms` is the typical sampling interval.
+    /// Returns whether the profile was switched on or off.
+    pub(crate) fn learn(
+        &mut self,
+        timestamp_ms: i64,
+        value: f64,
+        interval_ms: f64,
+        alpha: f64,
+    ) -> bool {
+        let first = *self.first_timestamp_ms.get_or_insert(timestamp_ms);
+        let bin = self.bin(timestamp_ms);
+        let known = self.updates[bin] > 0;
+        let offset = if known {
+            f64::from(self.profile[bin])
+        } else {
+            0.0
+        };
+        let Some(level) = self.slow_level else {
+            self.slow_level = Some(value);
+            return false;
+        };
+        let rate =
+            (interval_ms / (SLOW_LEVEL_PERIOD_FRACTION * self.period_ms as f64)).clamp(1e-6, 1.0);
+        if known && timestamp_ms.saturating_sub(first) >= self.period_ms {
+            self.error_samples += 1;
+            let weight = rate.max(1.0 / self.error_samples as f64);
+            self.seasonal_error += weight * ((value - level - offset).abs() - self.seasonal_error);
+            self.plain_error += weight * ((value - level).abs() - self.plain_error);
+        }
+        let level = level + rate * (value - offset - level);
+        self.slow_level = Some(level);
+        let updates = self.updates[bin];
+        // `alpha` is the rate per period: several points in one bin share it, so the profile
+        // learns the season, not the last few values.
+        let bin_ms = self.period_ms as f64 / self.profile.len() as f64;
+        let points_per_bin = (bin_ms / interval_ms).max(1.0);
+        let gain = (alpha / points_per_bin).max(1.0 / (f64::from(updates) + 1.0));
+        let learnt = offset + gain * (value - level - offset);
+        self.profile[bin] = learnt as f32;
+        self.updates[bin] = updates.saturating_add(1);
+
+        let settled = timestamp_ms.saturating_sub(first) >= self.period_ms + self.period_ms / 2;
+        let was_active = self.active;
+        if settled && !self.active && self.seasonal_error < ACTIVATE_RATIO * self.plain_error {
+            self.active = true;
+        } else if self.active && self.seasonal_error > DEACTIVATE_RATIO * self.plain_error {
+            self.active = false;
+        }
+        was_active != self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    #[test]
+    fn a_daily_square_wave_switches_the_profile_on() {
+        let mut season = Season::new(24 * HOUR_MS, 24);
+        let mut switched_at = None;
+        for step in 0..24 * 6 {
+            let timestamp_ms = step * HOUR_MS;
+            let value = if (8..20).contains(&(step % 24)) {
+                80.0
+            } else {
+                20.0
+            };
+            if season.learn(timestamp_ms, value, HOUR_MS as f64, 0.2) {
+                switched_at.get_or_insert(step);
+            }
+        }
+        assert!(season.is_active());
+        assert!(switched_at.unwrap() >= 36, "{switched_at:?}");
+        assert!(season.offset(10 * HOUR_MS) - season.offset(2 * HOUR_MS) > 40.0);
+    }
+
+    #[test]
+    fn a_series_without_season_keeps_the_profile_off() {
+        let mut season = Season::new(24 * HOUR_MS, 24);
+        for step in 0..24 * 10 {
+            let value = 50.0 + ((step * 7919) % 13) as f64;
+            season.learn(step * HOUR_MS, value, HOUR_MS as f64, 0.2);
+        }
+        assert!(!season.is_active());
+        assert_eq!(season.offset(5 * HOUR_MS), 0.0);
+    }
+}

@@ -1,0 +1,38 @@
+//! Anomaly records: what the detector found, as stored and served.
+
+use serde::{Deserialize, Serialize};
+
+/// One scored point at or above the alert threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// Store id (0 before it is stored).
+    pub id: i64,
+    /// Time of the point, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Canonical key of the series.
+    pub series_key: String,
+    /// Stage of the series.
+    pub stage: String,
+    /// Signal name of the series.
+    pub name: String,
+    /// Model that scored it.
+    pub model: String,
+    /// Version of that model.
+    pub model_version: u32,
+    /// Score, 0-100.
+    pub score: f64,
+    /// Observed value.
+    pub actual: f64,
+    /// What the model expected.
+    pub typical: f64,
+    /// Lower end of the expected band.
+    pub lower: f64,
+    /// Upper end of the expected band.
+    pub upper: f64,
+    /// Feature that contributed most.
+    pub feature: String,
+    /// `up`, `down` or `none`.
+    pub direction: String,
+    /// True when the previous point of the series was anomalous too.
+    pub continuing: bool,
+}

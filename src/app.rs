@@ -1,0 +1,154 @@
+//! Builds the components, owns the channels and tasks, and runs the shutdown order:
+//! receivers stop intake, the collector flushes its windows, the detector drains, the store
+//! commits, then the web server stops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use pipewarden_collector::{Collector, CollectorTelemetry, SignalBatch};
+use pipewarden_detector::SeriesBank;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::ValidConfig;
+use crate::features;
+use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
+use crate::telemetry::AppTelemetry;
+use crate::web;
+
+/// What `/readyz` reports, per component.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// The OTLP receivers are bound and serving.
+    pub otlp: AtomicBool,
+    /// The store writer is running.
+    pub store_writer: AtomicBool,
+}
+
+/// Addresses the running process actually bound (port 0 in config resolves here).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddresses {
+    /// OTLP/gRPC.
+    pub grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub http: SocketAddr,
+    /// API, UI and `/metrics`.
+    pub web: SocketAddr,
+}
+
+/// Runs pipewarden until `shutdown` is cancelled, then drains and flushes everything.
+///
+/// # Errors
+/// When a component cannot be built (bind, store) or fails while running.
+pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let collector_telemetry = CollectorTelemetry::register(&mut registry);
+    let telemetry = AppTelemetry::register(&mut registry);
+    let readiness = Arc::new(Readiness::default());
+
+    let writer = StoreWriter::open(
+        &config.store.path,
+        config.store.max_batches_per_transaction,
+        config.store.retention,
+        telemetry.clone(),
+    )
+    .context("opening the local store")?;
+    let reader = StoreReader::open(&config.store.path).context("opening the local store")?;
+
+    let capacity = config.pipeline.queue_capacity;
+    let (signal_tx, signal_rx) = mpsc::channel::<SignalBatch>(capacity);
+    let (store_tx, store_rx) = mpsc::channel::<StoreBatch>(capacity);
+    let store_thread = writer.spawn(store_rx);
+    readiness.store_writer.store(true, Ordering::Relaxed);
+
+    let bank = SeriesBank::new(features::bank_params(&config.detector)?);
+    let collector = Collector::build(config.collector.clone(), collector_telemetry, signal_tx)
+        .await
+        .context("starting the OTLP receivers")?;
+    let web_listener = tokio::net::TcpListener::bind(config.web_address)
+        .await
+        .with_context(|| format!("binding web.address {}", config.web_address))?;
+    let bound = BoundAddresses {
+        grpc: collector.grpc_local_addr(),
+        http: collector.http_local_addr(),
+        web: web_listener
+            .local_addr()
+            .context("reading the web address")?,
+    };
+    // The one line scripts and the test harness read to learn the bound ports.
+    println!(
+        "pipewarden listening grpc={} http={} web={}",
+        bound.grpc, bound.http, bound.web
+    );
+    info!(grpc = %bound.grpc, http = %bound.http, web = %bound.web, "pipewarden started");
+    readiness.otlp.store(true, Ordering::Relaxed);
+
+    let intake_stop = shutdown.child_token();
+    let mut collector_task = tokio::spawn(collector.run(intake_stop.clone()));
+    let detector_task = tokio::spawn(features::run_detector(
+        bank,
+        signal_rx,
+        store_tx,
+        telemetry.clone(),
+    ));
+    let web_stop = CancellationToken::new();
+    let state = web::AppState {
+        reader,
+        registry: Arc::new(registry),
+        readiness: Arc::clone(&readiness),
+        max_rows: config.web.max_rows,
+    };
+    let web_task = tokio::spawn(web::serve(
+        web_listener,
+        web::router(state),
+        web_stop.clone(),
+    ));
+
+    let mut result = Ok(());
+    tokio::select! {
+        () = shutdown.cancelled() => info!("shutdown requested; draining"),
+        joined = &mut collector_task => {
+            readiness.otlp.store(false, Ordering::Relaxed);
+            result = flatten("collector", joined);
+            error!("collector stopped unexpectedly; shutting down");
+            intake_stop.cancel();
+        }
+    }
+    intake_stop.cancel();
+    if !collector_task.is_finished() || result.is_ok() {
+        // Waits for intake to stop and every accepted item to be derived and sent on.
+        if !collector_task.is_finished() {
+            result = result.and(flatten("collector", collector_task.await));
+        }
+    }
+    readiness.otlp.store(false, Ordering::Relaxed);
+    if let Err(err) = detector_task.await {
+        result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
+    }
+    let joined = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    readiness.store_writer.store(false, Ordering::Relaxed);
+    if !matches!(joined, Ok(Ok(()))) {
+        result = result.and(Err(anyhow::anyhow!("store writer failed during shutdown")));
+    }
+    web_stop.cancel();
+    if let Ok(Err(err)) = web_task.await {
+        error!(error = %err, "web server failed");
+    }
+    info!("pipewarden stopped");
+    result
+}
+
+fn flatten<E: std::fmt::Display>(
+    what: &str,
+    joined: Result<Result<(), E>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(anyhow::anyhow!("{what} failed: {err}")),
+        Err(err) => Err(anyhow::anyhow!("{what} task failed: {err}")),
+    }
+}

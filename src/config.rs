@@ -1,0 +1,479 @@
+//! The `pipewarden.toml` configuration: one file whose sections mirror the crates.
+//!
+//! Loading renders `${VAR}` / `${VAR:-default}` from the environment, parses TOML, applies
+//! `PIPEWARDEN_SECTION__KEY=value` overrides (the value is read as a TOML value when it parses as
+//! one, as a string otherwise), then validates. No file means all defaults: embedded store and
+//! localhost listeners. Every error names the key path it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pipewarden_collector::{CollectorConfig, ValidCollectorConfig};
+use serde::Deserialize;
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "PIPEWARDEN_";
+
+/// Approximate in-memory size of one series point in a queued batch, in bytes, used to check the
+/// configured limits against [`Config::memory_budget_bytes`].
+const APPROX_POINT_BYTES: u64 = 256;
+
+/// A configuration problem, naming the key path it is about.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{path}: {problem}")]
+pub struct ConfigError {
+    /// Key path, e.g. `collector.otlp.grpc_address` (empty when the file itself is unreadable).
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Upper bound, in bytes, for the memory the configured queues and caps may hold (OTLP
+    /// in-flight bytes + pipeline and store queues). Validation refuses limits that could exceed
+    /// it. Default 512 MiB.
+    pub memory_budget_bytes: u64,
+    /// OTLP receivers and signal derivation.
+    pub collector: CollectorConfig,
+    /// Online anomaly scoring of every derived series.
+    pub detector: DetectorConfig,
+    /// Queues between the collector, the detector and the store.
+    pub pipeline: PipelineConfig,
+    /// The embedded local store.
+    pub store: StoreConfig,
+    /// JSON API, web UI and Prometheus `/metrics`.
+    pub web: WebConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            memory_budget_bytes: 512 * 1024 * 1024,
+            collector: CollectorConfig::default(),
+            detector: DetectorConfig::default(),
+            pipeline: PipelineConfig::default(),
+            store: StoreConfig::default(),
+            web: WebConfig::default(),
+        }
+    }
+}
+
+/// `[detector]`: the online scorer applied to every derived series.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Score (0-100) at or above which a point is stored as an anomaly. Default 70.
+    pub alert_threshold: f64,
+    /// Most series scored at once; the least recently updated is evicted past it. Default 100000.
+    pub max_series: usize,
+    /// Points a series must see before it is scored. Default 20.
+    pub warmup_points: usize,
+    /// Points in each series' rolling window (median/MAD baseline). Default 64.
+    pub window_points: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            alert_threshold: 70.0,
+            max_series: 100_000,
+            warmup_points: 20,
+            window_points: 64,
+        }
+    }
+}
+
+/// `[pipeline]`: bounded queues inside the process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Capacity, in batches, of the queue from the collector to the detector and of the queue
+    /// from the detector to the store. Memory is about capacity x batch size. Default 64.
+    pub queue_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 64 }
+    }
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the database (created when missing). Default `./pipewarden-data`.
+    pub path: PathBuf,
+    /// Most batches written in one transaction. Default 64.
+    pub max_batches_per_transaction: usize,
+    /// Points, log records and anomalies older than this are deleted (checked hourly).
+    /// Default `7d`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./pipewarden-data"),
+            max_batches_per_transaction: 64,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// `[web]`: the HTTP server for the JSON API, the UI and `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Listen address. Default `127.0.0.1:9464`.
+    pub address: String,
+    /// Most rows a list endpoint returns. Default 1000.
+    pub max_rows: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9464".to_owned(),
+            max_rows: 1000,
+        }
+    }
+}
+
+/// A configuration that passed every I/O-free check.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// Collector section, validated by the collector crate.
+    pub collector: ValidCollectorConfig,
+    /// Detector section.
+    pub detector: DetectorConfig,
+    /// Pipeline queues.
+    pub pipeline: PipelineConfig,
+    /// Store section.
+    pub store: StoreConfig,
+    /// Web listen address.
+    pub web_address: SocketAddr,
+    /// Web section.
+    pub web: WebConfig,
+}
+
+impl Config {
+    /// Checks every key without I/O.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key path.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let collector = self
+            .collector
+            .validate()
+            .map_err(|err| ConfigError::new(format!("collector.{}", err.field), err.problem))?;
+        let d = &self.detector;
+        if !(0.0..=100.0).contains(&d.alert_threshold) || d.alert_threshold.is_nan() {
+            return Err(ConfigError::new(
+                "detector.alert_threshold",
+                format!("must be within 0..=100, got {}", d.alert_threshold),
+            ));
+        }
+        if d.max_series == 0 {
+            return Err(ConfigError::new(
+                "detector.max_series",
+                "must be at least 1",
+            ));
+        }
+        if d.window_points < 8 {
+            return Err(ConfigError::new(
+                "detector.window_points",
+                format!("must be at least 8, got {}", d.window_points),
+            ));
+        }
+        if d.warmup_points < 3 {
+            return Err(ConfigError::new(
+                "detector.warmup_points",
+                format!("must be at least 3, got {}", d.warmup_points),
+            ));
+        }
+        if self.pipeline.queue_capacity == 0 {
+            return Err(ConfigError::new(
+                "pipeline.queue_capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("store.path", "must not be empty"));
+        }
+        if self.store.max_batches_per_transaction == 0 {
+            return Err(ConfigError::new(
+                "store.max_batches_per_transaction",
+                "must be at least 1",
+            ));
+        }
+        if self.store.retention < Duration::from_secs(60) {
+            return Err(ConfigError::new("store.retention", "must be at least 1m"));
+        }
+        let web_address: SocketAddr = self.web.address.parse().map_err(|err| {
+            ConfigError::new(
+                "web.address",
+                format!("`{}` is not an address: {err}", self.web.address),
+            )
+        })?;
+        if self.web.max_rows == 0 {
+            return Err(ConfigError::new("web.max_rows", "must be at least 1"));
+        }
+        let queued = 2
+            * self.pipeline.queue_capacity as u64
+            * self.collector.signals.output_batch_max_points as u64
+            * APPROX_POINT_BYTES;
+        let needed = self.collector.otlp.max_inflight_bytes as u64 + queued;
+        if needed > self.memory_budget_bytes {
+            return Err(ConfigError::new(
+                "memory_budget_bytes",
+                format!(
+                    "{} bytes is below what the limits allow: collector.otlp.max_inflight_bytes \
+                     ({}) + 2 x pipeline.queue_capacity x collector.signals.output_batch_max_points \
+                     x {APPROX_POINT_BYTES} bytes ({queued}) = {needed}",
+                    self.memory_budget_bytes, self.collector.otlp.max_inflight_bytes
+                ),
+            ));
+        }
+        Ok(ValidConfig {
+            collector,
+            detector: self.detector.clone(),
+            pipeline: self.pipeline.clone(),
+            store: self.store.clone(),
+            web_address,
+            web: self.web.clone(),
+        })
+    }
+}
+
+/// Loads a configuration: the file when given (else defaults), `${VAR}` rendering, then
+/// `PIPEWARDEN_*` overrides from `env`, then parsing with key paths in errors.
+///
+/// # Errors
+/// An unreadable file, bad TOML, an unknown key, a value of the wrong type, or an undefined
+/// `${VAR}` without default, each naming the key path or line.
+pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::new("", format!("cannot read {}: {err}", path.display()))
+        })?,
+        None => String::new(),
+    };
+    let rendered = render_env(&text, env)?;
+    let mut table: toml::Table = rendered
+        .parse()
+        .map_err(|err: toml::de::Error| ConfigError::new(toml_error_path(&err), err.message()))?;
+    apply_env_overrides(&mut table, env)?;
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::new(path, err.into_inner().message().to_owned())
+    })
+}
+
+fn toml_error_path(err: &toml::de::Error) -> String {
+    match err.span() {
+        Some(span) => format!("byte {}", span.start),
+        None => String::new(),
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in `text` with values from `env`.
+fn render_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            let line = text[..text.len() - rest.len() + start]
+                .lines()
+                .count()
+                .max(1);
+            return Err(ConfigError::new(
+                format!("line {line}"),
+                "unterminated `${`",
+            ));
+        };
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expr, None),
+        };
+        match (env.get(name), default) {
+            (Some(value), _) => out.push_str(value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    format!("${{{name}}}"),
+                    "environment variable is not set and has no default",
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Applies `PIPEWARDEN_SECTION__KEY=value` overrides: `__` separates levels, names are lowercased.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        // Variables of the process itself, not config keys.
+        if !rest.contains("__") && !is_top_level_key(rest) {
+            continue;
+        }
+        let parts: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let value = parse_env_value(raw);
+        let mut current = &mut *table;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                current.insert(part.clone(), value.clone());
+                break;
+            }
+            let entry = current
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            current = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::new(
+                        parts[..=i].join("."),
+                        format!("{name} overrides a key below a value that is not a table"),
+                    ));
+                }
+            };
+        }
+    }
+    Ok(())
+}
+
+fn is_top_level_key(rest: &str) -> bool {
+    rest.eq_ignore_ascii_case("memory_budget_bytes")
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path), &env(vars))
+    }
+
+    #[test]
+    fn default_config_validates() {
+        let config = load(None, &BTreeMap::new()).unwrap();
+        let valid = config.validate().unwrap();
+        assert_eq!(valid.web_address.port(), 9464);
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/pipewarden.example.toml");
+        let config = load(Some(&path), &BTreeMap::new()).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let err = load_str("[web]\nadress = \"x\"\n", &[]).unwrap_err();
+        assert_eq!(err.path, "web");
+        assert!(err.problem.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let err = load_str("[detector]\nmax_series = \"many\"\n", &[]).unwrap_err();
+        assert_eq!(err.path, "detector.max_series");
+    }
+
+    #[test]
+    fn invalid_value_names_its_path() {
+        let config = load_str("[detector]\nalert_threshold = 150\n", &[]).unwrap();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.path, "detector.alert_threshold");
+        let config = load_str("[web]\naddress = \"nowhere\"\n", &[]).unwrap();
+        assert_eq!(config.validate().unwrap_err().path, "web.address");
+    }
+
+    #[test]
+    fn env_rendering_with_default_and_missing() {
+        let config = load_str(
+            "[web]\naddress = \"${HOST:-127.0.0.1}:${PORT}\"\n",
+            &[("PORT", "9999")],
+        )
+        .unwrap();
+        assert_eq!(config.web.address, "127.0.0.1:9999");
+        let err = load_str("[web]\naddress = \"${NOPE}\"\n", &[]).unwrap_err();
+        assert_eq!(err.path, "${NOPE}");
+    }
+
+    #[test]
+    fn env_overrides_apply_with_types() {
+        let config = load(
+            None,
+            &env(&[
+                ("PIPEWARDEN_WEB__ADDRESS", "127.0.0.1:0"),
+                ("PIPEWARDEN_DETECTOR__MAX_SERIES", "12"),
+                ("PIPEWARDEN_STORE__RETENTION", "2h"),
+                ("PIPEWARDEN_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.web.address, "127.0.0.1:0");
+        assert_eq!(config.detector.max_series, 12);
+        assert_eq!(config.store.retention, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn memory_budget_is_enforced() {
+        let config = load_str("memory_budget_bytes = 1024\n", &[]).unwrap();
+        assert_eq!(config.validate().unwrap_err().path, "memory_budget_bytes");
+    }
+
+    #[test]
+    fn bad_toml_is_an_error_not_a_panic() {
+        assert!(load_str("[web\naddress=", &[]).is_err());
+        assert!(load_str("x = ${", &[]).is_err());
+    }
+}

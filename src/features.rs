@@ -1,0 +1,110 @@
+//! Turns collector signals into detector observations, and scored points into anomaly records.
+//!
+//! [`run_detector`] is the loop between the collector and the store: every series point of every
+//! batch is scored by the [`SeriesBank`] (one online model per series, capped), points at or
+//! above the alert threshold become [`Anomaly`] records, and the batch goes on to the store with
+//! its scores. Sends await, so a slow store slows the collector down instead of losing data.
+
+use pipewarden_collector::SignalBatch;
+use pipewarden_detector::{SeriesBank, SeriesBankValidParams};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::anomaly::Anomaly;
+use crate::config::DetectorConfig;
+use crate::sink::local::StoreBatch;
+use crate::telemetry::AppTelemetry;
+
+/// Maps the `[detector]` section onto the detector's parameters.
+///
+/// # Errors
+/// When the detector refuses a value (the config's own validation normally catches it first).
+pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidParams> {
+    use linfa::ParamGuard;
+    SeriesBank::params()
+        .max_series(config.max_series)
+        .alert_threshold(config.alert_threshold)
+        .warmup_points(config.warmup_points)
+        .window_points(config.window_points)
+        .check()
+        .map_err(|err| anyhow::anyhow!("detector: {err}"))
+}
+
+/// Scores one batch: returns the batch for the store with one score per point and the anomalies.
+pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
+    let mut scores = Vec::with_capacity(signals.points.len());
+    let mut anomalies = Vec::new();
+    for point in &signals.points {
+        let scored = bank.observe(&point.key, point.timestamp_ms, point.value);
+        scores.push(scored.score);
+        if scored.is_anomaly {
+            let e = &scored.explanation;
+            anomalies.push(Anomaly {
+                id: 0,
+                timestamp_ms: point.timestamp_ms,
+                series_key: point.key.clone(),
+                stage: point.stage.clone(),
+                name: point.name.clone(),
+                model: scored.model.to_owned(),
+                model_version: scored.model_version,
+                score: scored.score,
+                actual: e.actual,
+                typical: e.typical,
+                lower: e.lower,
+                upper: e.upper,
+                // Univariate models name their only feature `value`: the series name says more.
+                feature: if e.feature.is_empty() || e.feature == "value" {
+                    point.name.clone()
+                } else {
+                    e.feature.clone()
+                },
+                direction: e.direction.as_str().to_owned(),
+                continuing: scored.continuing,
+            });
+        }
+    }
+    StoreBatch {
+        signals,
+        scores,
+        anomalies,
+    }
+}
+
+/// Scores every batch from `input` and forwards it to `output`, until `input` closes (the
+/// collector has flushed); then returns, dropping `output` so the store finishes too.
+pub async fn run_detector(
+    mut bank: SeriesBank,
+    mut input: mpsc::Receiver<SignalBatch>,
+    output: mpsc::Sender<StoreBatch>,
+    telemetry: AppTelemetry,
+) {
+    info!("detector started");
+    let mut store_closed = false;
+    while let Some(signals) = input.recv().await {
+        telemetry.pipeline_queue_depth.set(input.len() as i64);
+        let points = signals.points.len() as u64;
+        let evictions_before = bank.evictions();
+        let batch = score_batch(&mut bank, signals);
+        telemetry.detector_points_scored.inc_by(points);
+        telemetry
+            .detector_anomalies
+            .inc_by(batch.anomalies.len() as u64);
+        telemetry
+            .detector_evictions
+            .inc_by(bank.evictions().saturating_sub(evictions_before));
+        telemetry.detector_series.set(bank.len() as i64);
+        telemetry
+            .detector_bytes_per_series
+            .set(bank.approx_bytes_per_series() as u64);
+        if store_closed {
+            continue;
+        }
+        if output.send(batch).await.is_err() {
+            // Only happens when the store writer thread died; keep draining so intake never
+            // blocks forever, and make it loud.
+            warn!("store writer is gone; results are no longer stored");
+            store_closed = true;
+        }
+    }
+    info!("detector drained");
+}

@@ -1,0 +1,79 @@
+//! The embedded local store: one SQLite database (rusqlite, bundled build) under the data
+//! directory.
+//!
+//! A single writer thread owns the write connection and takes [`StoreBatch`]es from a bounded
+//! queue, several per transaction. Readers ([`StoreReader`]) use their own connection; the
+//! database runs in WAL mode so reads never wait on writes. When the queue's senders are all
+//! dropped the writer commits what it holds, checkpoints and stops: everything sent before is on
+//! disk.
+
+mod read;
+mod schema;
+mod write;
+
+pub use read::{AnomalyRow, PointRow, SeriesRow, StageRow, StageTotals, StoreReader};
+pub use write::{StoreBatch, StoreWriter};
+
+use std::path::{Path, PathBuf};
+
+/// A store failure, naming the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        /// Directory path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// SQLite refused an operation.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// Database path.
+        path: PathBuf,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// A blocking task failed to complete.
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+/// Database file inside a data directory.
+pub fn database_path(dir: &Path) -> PathBuf {
+    dir.join("pipewarden.db")
+}
+
+fn open(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path).map_err(|source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(|source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+/// Opens (creating if needed) the database in `dir` and applies the schema.
+///
+/// # Errors
+/// When the directory cannot be created or SQLite refuses to open or migrate the file.
+pub fn open_store(dir: &Path) -> Result<(rusqlite::Connection, PathBuf), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = database_path(dir);
+    let conn = open(&path)?;
+    schema::migrate(&conn).map_err(|source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((conn, path))
+}

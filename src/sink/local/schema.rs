@@ -1,0 +1,82 @@
+//! Tables of the local store.
+
+use rusqlite::Connection;
+
+/// Creates the tables and indices when missing (idempotent).
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "
+        CREATE TABLE IF NOT EXISTS series (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            stage TEXT NOT NULL,
+            name TEXT NOT NULL,
+            attributes TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS series_stage ON series (stage, name);
+        CREATE TABLE IF NOT EXISTS points (
+            series_id INTEGER NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            value REAL NOT NULL,
+            score REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS points_series_ts ON points (series_id, ts_ms);
+        CREATE TABLE IF NOT EXISTS stage_windows (
+            stage TEXT NOT NULL,
+            window_start_ms INTEGER NOT NULL,
+            window_end_ms INTEGER NOT NULL,
+            spans INTEGER NOT NULL,
+            span_errors INTEGER NOT NULL,
+            latency_p50_ms REAL,
+            latency_p95_ms REAL,
+            latency_p99_ms REAL,
+            metric_points INTEGER NOT NULL,
+            log_records INTEGER NOT NULL,
+            logs_by_severity TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS stage_windows_stage ON stage_windows (stage, window_end_ms);
+        CREATE TABLE IF NOT EXISTS logs (
+            id INTEGER PRIMARY KEY,
+            stage TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            severity_number INTEGER NOT NULL,
+            severity_text TEXT NOT NULL,
+            body TEXT NOT NULL,
+            attributes TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS logs_stage_ts ON logs (stage, ts_ms);
+        CREATE TABLE IF NOT EXISTS job_runs (
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            runtime_ms REAL NOT NULL,
+            status TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs (job, end_ms);
+        CREATE TABLE IF NOT EXISTS anomalies (
+            id INTEGER PRIMARY KEY,
+            ts_ms INTEGER NOT NULL,
+            series_key TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_version INTEGER NOT NULL,
+            score REAL NOT NULL,
+            actual REAL NOT NULL,
+            typical REAL NOT NULL,
+            lower REAL NOT NULL,
+            upper REAL NOT NULL,
+            feature TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            continuing INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS anomalies_ts ON anomalies (ts_ms);
+        ",
+    )
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real pipewarden binary on free 127.0.0.1 ports, fed by real OTLP clients
+//! (the OpenTelemetry Python SDK, hand-built requests) and beside real infrastructure (tansu,
+//! osmem-server). Tools come from `tests/install.sh`; see `tests/harness/`.
+
+// Test code: a panic (unwrap, expect, assert) is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod bad_input;
+mod infra;
+mod otlp_clients;
+mod shutdown;
