@@ -294,20 +294,54 @@ fn toml_error_path(err: &toml::de::Error) -> String {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` in `text` with values from `env`.
+/// Replaces `${VAR}` and `${VAR:-default}` in `text` with values from `env`; comments are left
+/// as they are.
 fn render_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line));
+        out.push_str(&render_line(code, index + 1, env)?);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Byte offset of a `#` comment outside TOML strings (the line's length when there is none).
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return i,
+            None => {}
+        }
+    }
+    line.len()
+}
+
+fn render_line(
+    line: &str,
+    line_no: usize,
+    env: &BTreeMap<String, String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            let line = text[..text.len() - rest.len() + start]
-                .lines()
-                .count()
-                .max(1);
             return Err(ConfigError::new(
-                format!("line {line}"),
+                format!("line {line_no}"),
                 "unterminated `${`",
             ));
         };
@@ -321,7 +355,7 @@ fn render_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, Conf
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
                 return Err(ConfigError::new(
-                    format!("${{{name}}}"),
+                    format!("line {line_no}: ${{{name}}}"),
                     "environment variable is not set and has no default",
                 ));
             }
@@ -417,7 +451,7 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let err = load_str("[web]\nadress = \"x\"\n", &[]).unwrap_err();
-        assert_eq!(err.path, "web");
+        assert_eq!(err.path, "web.adress");
         assert!(err.problem.contains("adress"), "{err}");
     }
 
@@ -445,7 +479,13 @@ mod tests {
         .unwrap();
         assert_eq!(config.web.address, "127.0.0.1:9999");
         let err = load_str("[web]\naddress = \"${NOPE}\"\n", &[]).unwrap_err();
-        assert_eq!(err.path, "${NOPE}");
+        assert_eq!(err.path, "line 2: ${NOPE}");
+        let config = load_str(
+            "# ${NOT_RENDERED}\n[web] # ${NOR_THIS}\nmax_rows = 5\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.web.max_rows, 5);
     }
 
     #[test]

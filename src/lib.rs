@@ -14,6 +14,7 @@ pub mod anomaly;
 pub mod app;
 pub mod config;
 pub mod features;
+pub mod replay;
 pub mod sink;
 pub mod telemetry;
 pub mod web;

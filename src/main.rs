@@ -2,7 +2,7 @@
 //! in the library (`app::run`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +32,18 @@ enum Command {
     /// Runs the collector, detector, store and web UI until SIGINT/SIGTERM.
     Run {
         /// Configuration file (TOML); without it every default applies.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Scores a recorded series offline with the live detector's code path.
+    Replay {
+        /// Input CSV (`timestamp,value` rows in time order).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output CSV (`timestamp,value,score` rows); `-` for standard output.
+        #[arg(long)]
+        output: PathBuf,
+        /// Configuration file whose `[detector]` section applies.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -65,6 +77,14 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Replay {
+            input,
+            output,
+            config,
+        } => match load_config(config, &env) {
+            Ok(valid) => replay(&input, &output, &valid.detector),
+            Err(code) => code,
+        },
         Command::Run { config } => {
             let valid = match load_config(config, &env) {
                 Ok(valid) => valid,
@@ -88,6 +108,29 @@ fn load_config(
             eprintln!("invalid configuration ({file}): {err}");
             ExitCode::from(EXIT_CONFIG)
         })
+}
+
+fn replay(input: &Path, output: &Path, detector: &config::DetectorConfig) -> ExitCode {
+    let result = std::fs::File::open(input)
+        .map_err(|err| format!("cannot open {}: {err}", input.display()))
+        .and_then(|file| {
+            let reader = std::io::BufReader::new(file);
+            let scored = if output == Path::new("-") {
+                pipewarden::replay::replay_csv(reader, std::io::stdout().lock(), detector)
+            } else {
+                let out = std::fs::File::create(output)
+                    .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
+                pipewarden::replay::replay_csv(reader, out, detector)
+            };
+            scored.map_err(|err| format!("{}: {err}", input.display()))
+        });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("replay failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(config: config::ValidConfig) -> ExitCode {

@@ -16,16 +16,22 @@ use tower::ServiceExt;
 use super::{AppState, router};
 use crate::anomaly::Anomaly;
 use crate::app::Readiness;
-use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
+use crate::sink::local::{StoreBatch, StoreReader, StoreWriter, now_ms};
 use crate::telemetry::AppTelemetry;
 
 async fn state_with_data(dir: &std::path::Path) -> AppState {
+    state_and_start(dir).await.0
+}
+
+/// The state and the time its data starts at (a minute ago, inside retention).
+async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
     let mut registry = Registry::default();
     let telemetry = AppTelemetry::register(&mut registry);
     let writer = StoreWriter::open(dir, 8, Duration::from_secs(86_400), telemetry).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let thread = writer.spawn(rx);
     let key = series_key("svc/a", "span.count", &[]);
+    let t0 = now_ms() - 60_000;
     let point = |ts, value| SeriesPoint {
         key: key.clone(),
         stage: "svc/a".into(),
@@ -49,14 +55,14 @@ async fn state_with_data(dir: &std::path::Path) -> AppState {
     };
     tx.send(StoreBatch {
         signals: SignalBatch {
-            points: vec![point(1000, 10.0), point(2000, 12.0)],
+            points: vec![point(t0 + 1000, 10.0), point(t0 + 2000, 12.0)],
             stage_windows: vec![window(0, 10, 1), window(1000, 30, 3)],
             ..SignalBatch::default()
         },
         scores: vec![0.0, 90.0],
         anomalies: vec![Anomaly {
             id: 0,
-            timestamp_ms: 2000,
+            timestamp_ms: t0 + 2000,
             series_key: key.clone(),
             stage: "svc/a".into(),
             name: "span.count".into(),
@@ -81,12 +87,13 @@ async fn state_with_data(dir: &std::path::Path) -> AppState {
     let readiness = Arc::new(Readiness::default());
     readiness.otlp.store(true, Ordering::Relaxed);
     readiness.store_writer.store(true, Ordering::Relaxed);
-    AppState {
+    let state = AppState {
         reader: StoreReader::open(dir).unwrap(),
         registry: Arc::new(registry),
         readiness,
         max_rows: 100,
-    }
+    };
+    (state, t0)
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -120,15 +127,15 @@ async fn stages_sum_windows_and_show_the_latest() {
 #[tokio::test]
 async fn series_points_and_anomalies_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let state = state_with_data(dir.path()).await;
+    let (state, t0) = state_and_start(dir.path()).await;
     let (_, body) = get(&state, "/api/v1/series?stage=svc/a").await;
     assert_eq!(body["series"][0]["key"], "svc/a|span.count|");
     assert_eq!(body["series"][0]["points"], 2);
-    let (_, body) = get(
-        &state,
-        "/api/v1/series/points?key=svc/a%7Cspan.count%7C&from=1500",
-    )
-    .await;
+    let uri = format!(
+        "/api/v1/series/points?key=svc/a%7Cspan.count%7C&from={}",
+        t0 + 1500
+    );
+    let (_, body) = get(&state, &uri).await;
     let points = body["points"].as_array().unwrap();
     assert_eq!(points.len(), 1);
     assert_eq!(points[0]["value"], 12.0);

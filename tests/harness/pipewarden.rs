@@ -119,7 +119,8 @@ impl Pipewarden {
             .prefix("pipewarden-test-")
             .tempdir()
             .expect("create temp data dir");
-        let store = data_dir.path().join("pipewarden.db");
+        // `store.path` is the store directory (the database file goes inside it).
+        let store = data_dir.path().join("store");
         let mut env: Vec<(String, String)> = vec![
             (
                 "PIPEWARDEN_COLLECTOR__OTLP__GRPC_ADDRESS".into(),

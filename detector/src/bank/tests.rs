@@ -92,11 +92,17 @@ fn constant_series_has_no_anomaly() {
 #[test]
 fn gentle_noisy_series_has_no_anomaly() {
     let mut bank = bank();
+    // Gentle: a slow wave plus Gaussian noise bounded at 4 sigma (this seed draws one 5-sigma
+    // value, a real outlier for a series this regular).
     let noise = gaussian_noise(7, 20_000);
     let values: Vec<f64> = noise
         .iter()
         .enumerate()
-        .map(|(i, x)| 500.0 + 30.0 * (i as f64 / 2000.0 * std::f64::consts::TAU).sin() + 5.0 * x)
+        .map(|(i, x)| {
+            500.0
+                + 30.0 * (i as f64 / 2000.0 * std::f64::consts::TAU).sin()
+                + 5.0 * x.clamp(-4.0, 4.0)
+        })
         .collect();
     let points = observe_all(&mut bank, "gentle", &values);
     let anomalies = points.iter().filter(|point| point.is_anomaly).count();
@@ -283,23 +289,6 @@ proptest! {
             prop_assert!(point.score.is_finite());
             prop_assert!((0.0..=100.0).contains(&point.score), "{}", point.score);
             prop_assert!(!point.is_anomaly || point.score >= 70.0);
-        }
-    }
-}
-
-#[test]
-fn debug_gentle() {
-    let mut bank = bank();
-    let noise = gaussian_noise(7, 20_000);
-    let values: Vec<f64> = noise
-        .iter()
-        .enumerate()
-        .map(|(i, x)| 500.0 + 30.0 * (i as f64 / 2000.0 * std::f64::consts::TAU).sin() + 5.0 * x)
-        .collect();
-    let points = observe_all(&mut bank, "gentle", &values);
-    for (i, p) in points.iter().enumerate() {
-        if p.score > 30.0 {
-            println!("{i} {:.1} {:?}", p.score, p.explanation);
         }
     }
 }

@@ -12,7 +12,7 @@ mod schema;
 mod write;
 
 pub use read::{AnomalyRow, PointRow, SeriesRow, StageRow, StageTotals, StoreReader};
-pub use write::{StoreBatch, StoreWriter};
+pub use write::{StoreBatch, StoreWriter, now_ms};
 
 use std::path::{Path, PathBuf};
 

@@ -140,7 +140,7 @@ impl RobustBaselineParams {
     /// | `clip_z` | 3 | clip of values entering the EWMA, in scales |
     /// | `relative_scale_floor` | 0.01 | smallest scale, fraction of the typical value |
     /// | `absolute_scale_floor` | 1e-9 | smallest scale, unit of the series |
-    /// | `long_spread_floor` | 0.5 | smallest scale, fraction of the long-term spread |
+    /// | `long_spread_floor` | 1 | smallest scale, fraction of the long-term spread |
     /// | `season_period_ms` | 86400000 | seasonal period (a day) |
     /// | `season_bins` | 288 | phase bins per period (5 minutes each) |
     /// | `season_alpha` | 0.2 | learning rate of a phase bin |
@@ -166,7 +166,7 @@ impl RobustBaselineParams {
             shift_confirm_points: 3,
             shift_z: 5.0,
             record_half_life_points: 4000.0,
-            long_spread_floor: 0.5,
+            long_spread_floor: 1.0,
             record_gain: 90.0,
         })
     }
