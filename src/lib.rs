@@ -10,6 +10,7 @@
 //! [`app::run`] builds the components, wires bounded queues between them and runs the shutdown
 //! order (intake stops, collector flushes, detector drains, store commits, web stops).
 
+pub mod alert;
 pub mod anomaly;
 pub mod app;
 pub mod config;

@@ -54,7 +54,11 @@ fn tansu_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
     let path = tools.join("bin/tansu");
-    assert!(path.is_file(), "{} is missing: run tests/install.sh", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run tests/install.sh",
+        path.display()
+    );
     path
 }
 
@@ -105,7 +109,11 @@ async fn setup(bootstrap: &str) {
         .iter()
         .map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
-    for result in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
         result.unwrap();
     }
     let bootstrap = bootstrap.to_owned();
@@ -123,7 +131,10 @@ async fn setup(bootstrap: &str) {
                         let topic = topic_name(t);
                         for partition in 0..PARTITIONS {
                             for _ in 0..RECORDS_PER_PARTITION {
-                                let record = BaseRecord::to(&topic).partition(partition).payload("x").key("k");
+                                let record = BaseRecord::to(&topic)
+                                    .partition(partition)
+                                    .payload("x")
+                                    .key("k");
                                 producer.send(record).map_err(|(err, _)| err).unwrap();
                                 producer.flush(Duration::from_secs(10)).unwrap();
                             }
@@ -145,8 +156,12 @@ async fn setup(bootstrap: &str) {
                         let topic = topic_name(g / GROUPS_PER_TOPIC);
                         let mut list = TopicPartitionList::new();
                         for partition in 0..PARTITIONS {
-                            list.add_partition_offset(&topic, partition, Offset::Offset((g % 4) as i64))
-                                .unwrap();
+                            list.add_partition_offset(
+                                &topic,
+                                partition,
+                                Offset::Offset((g % 4) as i64),
+                            )
+                            .unwrap();
                         }
                         consumer.commit(&list, CommitMode::Sync).unwrap();
                     }
@@ -191,7 +206,8 @@ async fn measure(bootstrap: &str, mode: OffsetFetchMode, ticks: usize) -> Vec<Ti
             offset_fetch: mode,
             ..ClusterConfig::default()
         }],
-        poll_interval: Duration::from_millis(500),
+        // Longer than a warm tick: polls do not overlap with this loop reading the metrics.
+        poll_interval: Duration::from_millis(2500),
         request_timeout: Duration::from_secs(30),
         max_partition_series: 100_000,
         ..KafkaLagConfig::default()
@@ -258,7 +274,10 @@ fn summary(label: &str, ticks: &[Tick]) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument that is not ours skips the run.
-    if std::env::args().skip(1).any(|a| !a.starts_with("--") && a != "kafka_lag") {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != "kafka_lag")
+    {
         return;
     }
     let ticks: usize = std::env::var("KAFKA_LAG_BENCH_TICKS")
@@ -278,7 +297,7 @@ fn main() {
         );
         let batched = measure(&bootstrap, OffsetFetchMode::Batched, ticks).await;
         summary("offset_fetch = batched", &batched);
-        let per_group = measure(&bootstrap, OffsetFetchMode::PerGroup, 3).await;
+        let per_group = measure(&bootstrap, OffsetFetchMode::PerGroup, 2).await;
         summary("offset_fetch = per_group", &per_group);
     });
 }

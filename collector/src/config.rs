@@ -182,12 +182,19 @@ impl CollectorConfig {
             ));
         }
         if otlp.max_body_bytes == 0 {
-            return Err(ConfigError::new("otlp.max_body_bytes", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "otlp.max_body_bytes",
+                "must be greater than 0",
+            ));
         }
         let max_inflight_bytes = u32::try_from(otlp.max_inflight_bytes).map_err(|_| {
             ConfigError::new(
                 "otlp.max_inflight_bytes",
-                format!("{} exceeds the maximum {}", otlp.max_inflight_bytes, u32::MAX),
+                format!(
+                    "{} exceeds the maximum {}",
+                    otlp.max_inflight_bytes,
+                    u32::MAX
+                ),
             )
         })?;
         if otlp.max_inflight_bytes < otlp.max_body_bytes {
@@ -205,13 +212,22 @@ impl CollectorConfig {
             ConfigError::new("otlp.max_body_bytes", "does not fit this platform's usize")
         })?;
         if otlp.retry_after.is_zero() {
-            return Err(ConfigError::new("otlp.retry_after", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "otlp.retry_after",
+                "must be greater than 0",
+            ));
         }
         if otlp.backpressure_wait > Duration::from_secs(60) {
-            return Err(ConfigError::new("otlp.backpressure_wait", "must be at most 60s"));
+            return Err(ConfigError::new(
+                "otlp.backpressure_wait",
+                "must be at most 60s",
+            ));
         }
         if otlp.queue_capacity == 0 {
-            return Err(ConfigError::new("otlp.queue_capacity", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "otlp.queue_capacity",
+                "must be greater than 0",
+            ));
         }
 
         let signals = &self.signals;
@@ -224,8 +240,11 @@ impl CollectorConfig {
                 ),
             ));
         }
-        if signals.window.subsec_nanos() % 1_000_000 != 0 {
-            return Err(ConfigError::new("signals.window", "must be a whole number of milliseconds"));
+        if !signals.window.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(ConfigError::new(
+                "signals.window",
+                "must be a whole number of milliseconds",
+            ));
         }
         if let Some(i) = signals.stage_attributes.iter().position(|a| a.is_empty()) {
             return Err(ConfigError::new(
@@ -237,7 +256,10 @@ impl CollectorConfig {
             ("signals.max_series", signals.max_series),
             ("signals.max_stages", signals.max_stages),
             ("signals.max_latency_samples", signals.max_latency_samples),
-            ("signals.output_batch_max_points", signals.output_batch_max_points),
+            (
+                "signals.output_batch_max_points",
+                signals.output_batch_max_points,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(field, "must be greater than 0"));
@@ -262,7 +284,10 @@ impl CollectorConfig {
 
 fn parse_address(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|err| {
-        ConfigError::new(field, format!("{value:?} is not an IP:PORT socket address ({err})"))
+        ConfigError::new(
+            field,
+            format!("{value:?} is not an IP:PORT socket address ({err})"),
+        )
     })
 }
 
@@ -307,7 +332,10 @@ mod tests {
         let config: CollectorConfig = toml::from_str(text).unwrap();
         let valid = config.validate().unwrap();
         assert_eq!(valid.config().signals.jobs.span_names, ["nightly-export"]);
-        assert_eq!(valid.config().otlp.backpressure_wait, Duration::from_millis(50));
+        assert_eq!(
+            valid.config().otlp.backpressure_wait,
+            Duration::from_millis(50)
+        );
     }
 
     #[test]
@@ -345,23 +373,54 @@ mod tests {
 
     #[test]
     fn limits_are_checked() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CollectorConfig)>)> = vec![
-            ("otlp.max_body_bytes", Box::new(|c| c.otlp.max_body_bytes = 0)),
-            ("otlp.max_inflight_bytes", Box::new(|c| c.otlp.max_inflight_bytes = 1 << 33)),
-            ("otlp.max_inflight_bytes", Box::new(|c| c.otlp.max_inflight_bytes = 1024)),
-            ("otlp.retry_after", Box::new(|c| c.otlp.retry_after = Duration::ZERO)),
+        type Change = Box<dyn Fn(&mut CollectorConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "otlp.max_body_bytes",
+                Box::new(|c| c.otlp.max_body_bytes = 0),
+            ),
+            (
+                "otlp.max_inflight_bytes",
+                Box::new(|c| c.otlp.max_inflight_bytes = 1 << 33),
+            ),
+            (
+                "otlp.max_inflight_bytes",
+                Box::new(|c| c.otlp.max_inflight_bytes = 1024),
+            ),
+            (
+                "otlp.retry_after",
+                Box::new(|c| c.otlp.retry_after = Duration::ZERO),
+            ),
             (
                 "otlp.backpressure_wait",
                 Box::new(|c| c.otlp.backpressure_wait = Duration::from_secs(61)),
             ),
-            ("otlp.queue_capacity", Box::new(|c| c.otlp.queue_capacity = 0)),
-            ("signals.window", Box::new(|c| c.signals.window = Duration::from_millis(99))),
-            ("signals.window", Box::new(|c| c.signals.window = Duration::from_secs(86_401))),
-            ("signals.window", Box::new(|c| c.signals.window = Duration::from_micros(100_500))),
-            ("signals.stage_attributes[1]", Box::new(|c| c.signals.stage_attributes[1].clear())),
+            (
+                "otlp.queue_capacity",
+                Box::new(|c| c.otlp.queue_capacity = 0),
+            ),
+            (
+                "signals.window",
+                Box::new(|c| c.signals.window = Duration::from_millis(99)),
+            ),
+            (
+                "signals.window",
+                Box::new(|c| c.signals.window = Duration::from_secs(86_401)),
+            ),
+            (
+                "signals.window",
+                Box::new(|c| c.signals.window = Duration::from_micros(100_500)),
+            ),
+            (
+                "signals.stage_attributes[1]",
+                Box::new(|c| c.signals.stage_attributes[1].clear()),
+            ),
             ("signals.max_series", Box::new(|c| c.signals.max_series = 0)),
             ("signals.max_stages", Box::new(|c| c.signals.max_stages = 0)),
-            ("signals.max_latency_samples", Box::new(|c| c.signals.max_latency_samples = 0)),
+            (
+                "signals.max_latency_samples",
+                Box::new(|c| c.signals.max_latency_samples = 0),
+            ),
             (
                 "signals.output_batch_max_points",
                 Box::new(|c| c.signals.output_batch_max_points = 0),

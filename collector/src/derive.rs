@@ -62,18 +62,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
 use crate::otlp::{Admitted, OtlpRequest};
-use crate::signal::{JobRun, JobStatus, LogRecord, SeriesPoint, SignalBatch, StageWindow, series_key};
+use crate::signal::{
+    JobRun, JobStatus, LogRecord, SeriesPoint, SignalBatch, StageWindow, series_key,
+};
 use crate::telemetry::{CollectorTelemetry, Signal};
 
 /// Windows a series key may go unused before it stops counting against `max_series`.
 pub(crate) const SERIES_IDLE_WINDOWS: u64 = 60;
 
 /// Severity classes, in the order of [`StageWindow::logs_by_severity`].
-const SEVERITIES: [&str; 7] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "UNSPECIFIED"];
+const SEVERITIES: [&str; 7] = [
+    "TRACE",
+    "DEBUG",
+    "INFO",
+    "WARN",
+    "ERROR",
+    "FATAL",
+    "UNSPECIFIED",
+];
 const UNSPECIFIED: usize = 6;
 
 /// Seed of the latency reservoir sampler: runs over the same input give the same percentiles.
-const RESERVOIR_SEED: u64 = 0x5eed_0f_b1a5_u64;
+const RESERVOIR_SEED: u64 = 0x5eed_0f0b_1a5e_0001;
 
 /// Derivation settings taken from `[collector.signals]`.
 #[derive(Debug, Clone)]
@@ -91,7 +101,9 @@ pub(crate) struct DeriveSettings {
 impl DeriveSettings {
     pub(crate) fn new(config: &SignalsConfig) -> Self {
         Self {
-            window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX).max(1),
+            window_ms: i64::try_from(config.window.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
             stage_attributes: config.stage_attributes.clone(),
             max_series: config.max_series,
             max_stages: config.max_stages,
@@ -270,7 +282,11 @@ pub(crate) struct Deriver {
 }
 
 impl Deriver {
-    pub(crate) fn new(settings: DeriveSettings, telemetry: CollectorTelemetry, clock: Clock) -> Self {
+    pub(crate) fn new(
+        settings: DeriveSettings,
+        telemetry: CollectorTelemetry,
+        clock: Clock,
+    ) -> Self {
         let now_ms = clock.now_ms();
         Self {
             window_start_ms: align_down(now_ms, settings.window_ms),
@@ -386,7 +402,11 @@ impl Deriver {
                 let spans = acc.spans as f64;
                 push("span.count", Vec::new(), spans);
                 push("span.throughput_per_s", Vec::new(), spans / seconds);
-                push("span.error_ratio", Vec::new(), acc.span_errors as f64 / spans);
+                push(
+                    "span.error_ratio",
+                    Vec::new(),
+                    acc.span_errors as f64 / spans,
+                );
                 if let Some([p50, p95, p99]) = percentiles {
                     push("span.latency_p50_ms", Vec::new(), p50);
                     push("span.latency_p95_ms", Vec::new(), p95);
@@ -442,8 +462,11 @@ impl Deriver {
                 }
                 self.telemetry
                     .dropped(Signal::LogRecords, "output_closed", lost.logs.len() as u64);
-                self.telemetry
-                    .dropped(Signal::MetricPoints, "output_closed", lost.points.len() as u64);
+                self.telemetry.dropped(
+                    Signal::MetricPoints,
+                    "output_closed",
+                    lost.points.len() as u64,
+                );
                 self.telemetry
                     .dropped(Signal::Spans, "output_closed", lost.job_runs.len() as u64);
             }
@@ -452,8 +475,10 @@ impl Deriver {
 
     fn derive_traces(&mut self, request: ExportTraceServiceRequest) {
         for resource_spans in request.resource_spans {
-            let context =
-                ResourceContext::new(&self.settings.stage_attributes, resource_spans.resource.as_ref());
+            let context = ResourceContext::new(
+                &self.settings.stage_attributes,
+                resource_spans.resource.as_ref(),
+            );
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     self.derive_span(&context, span);
@@ -463,7 +488,12 @@ impl Deriver {
     }
 
     fn derive_span(&mut self, context: &ResourceContext, span: Span) {
-        write_stage(&mut self.stage, &self.settings.stage_attributes, context, &span.attributes);
+        write_stage(
+            &mut self.stage,
+            &self.settings.stage_attributes,
+            context,
+            &span.attributes,
+        );
         let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
             self.telemetry.dropped(Signal::Spans, "max_stages", 1);
             return;
@@ -476,8 +506,10 @@ impl Deriver {
         if failed {
             acc.span_errors += 1;
         }
-        let latency_ms =
-            span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
+        let latency_ms = span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano) as f64
+            / 1e6;
         acc.record_latency(latency_ms, self.settings.max_latency_samples, &mut self.rng);
 
         let Some(job) = job_name(&self.settings, &span) else {
@@ -516,7 +548,11 @@ impl Deriver {
             start_ms: nanos_to_ms(span.start_time_unix_nano),
             end_ms,
             runtime_ms: latency_ms,
-            status: if failed { JobStatus::Error } else { JobStatus::Ok },
+            status: if failed {
+                JobStatus::Error
+            } else {
+                JobStatus::Ok
+            },
         });
     }
 
@@ -542,14 +578,28 @@ impl Deriver {
                 for point in gauge.data_points {
                     let value = number_value(point.value);
                     let values = [(name.as_str(), value)];
-                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, &values, &[]);
+                    self.derive_point(
+                        context,
+                        &point.attributes,
+                        point.time_unix_nano,
+                        now_ms,
+                        &values,
+                        &[],
+                    );
                 }
             }
             Data::Sum(sum) => {
                 for point in sum.data_points {
                     let value = number_value(point.value);
                     let values = [(name.as_str(), value)];
-                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, &values, &[]);
+                    self.derive_point(
+                        context,
+                        &point.attributes,
+                        point.time_unix_nano,
+                        now_ms,
+                        &values,
+                        &[],
+                    );
                 }
             }
             Data::Histogram(histogram) => {
@@ -557,7 +607,14 @@ impl Deriver {
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, values, &[]);
+                    self.derive_point(
+                        context,
+                        &point.attributes,
+                        point.time_unix_nano,
+                        now_ms,
+                        values,
+                        &[],
+                    );
                 }
             }
             Data::ExponentialHistogram(histogram) => {
@@ -565,7 +622,14 @@ impl Deriver {
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    self.derive_point(context, &point.attributes, point.time_unix_nano, now_ms, values, &[]);
+                    self.derive_point(
+                        context,
+                        &point.attributes,
+                        point.time_unix_nano,
+                        now_ms,
+                        values,
+                        &[],
+                    );
                 }
             }
             Data::Summary(summary) => {
@@ -597,9 +661,15 @@ impl Deriver {
         values: &[(&str, f64)],
         quantiles: &[(&str, &[ValueAtQuantile])],
     ) {
-        write_stage(&mut self.stage, &self.settings.stage_attributes, context, attributes);
+        write_stage(
+            &mut self.stage,
+            &self.settings.stage_attributes,
+            context,
+            attributes,
+        );
         let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
-            self.telemetry.dropped(Signal::MetricPoints, "max_stages", 1);
+            self.telemetry
+                .dropped(Signal::MetricPoints, "max_stages", 1);
             return;
         };
         acc.metric_points += 1;
@@ -622,25 +692,26 @@ impl Deriver {
 
         let mut over_cap = false;
         let mut non_finite = false;
-        let mut emit = |this: &mut Self, name: &str, attributes: Vec<(String, String)>, value: f64| {
-            if !value.is_finite() {
-                non_finite = true;
-                return;
-            }
-            let key = series_key(&this.stage, name, &attributes);
-            if !this.series.admit(&key, this.window_index) {
-                over_cap = true;
-                return;
-            }
-            this.pending.points.push(SeriesPoint {
-                key,
-                stage: this.stage.clone(),
-                name: name.to_owned(),
-                attributes,
-                timestamp_ms,
-                value,
-            });
-        };
+        let mut emit =
+            |this: &mut Self, name: &str, attributes: Vec<(String, String)>, value: f64| {
+                if !value.is_finite() {
+                    non_finite = true;
+                    return;
+                }
+                let key = series_key(&this.stage, name, &attributes);
+                if !this.series.admit(&key, this.window_index) {
+                    over_cap = true;
+                    return;
+                }
+                this.pending.points.push(SeriesPoint {
+                    key,
+                    stage: this.stage.clone(),
+                    name: name.to_owned(),
+                    attributes,
+                    timestamp_ms,
+                    value,
+                });
+            };
         for (name, value) in values {
             emit(self, name, series_attributes.clone(), *value);
         }
@@ -653,17 +724,21 @@ impl Deriver {
             }
         }
         if over_cap {
-            self.telemetry.dropped(Signal::MetricPoints, "cardinality", 1);
+            self.telemetry
+                .dropped(Signal::MetricPoints, "cardinality", 1);
         }
         if non_finite {
-            self.telemetry.dropped(Signal::MetricPoints, "non_finite", 1);
+            self.telemetry
+                .dropped(Signal::MetricPoints, "non_finite", 1);
         }
     }
 
     fn derive_logs(&mut self, request: ExportLogsServiceRequest, now_ms: i64) {
         for resource_logs in request.resource_logs {
-            let context =
-                ResourceContext::new(&self.settings.stage_attributes, resource_logs.resource.as_ref());
+            let context = ResourceContext::new(
+                &self.settings.stage_attributes,
+                resource_logs.resource.as_ref(),
+            );
             for scope in resource_logs.scope_logs {
                 for record in scope.log_records {
                     self.derive_log(&context, record, now_ms);
@@ -673,7 +748,12 @@ impl Deriver {
     }
 
     fn derive_log(&mut self, context: &ResourceContext, record: OtlpLogRecord, now_ms: i64) {
-        write_stage(&mut self.stage, &self.settings.stage_attributes, context, &record.attributes);
+        write_stage(
+            &mut self.stage,
+            &self.settings.stage_attributes,
+            context,
+            &record.attributes,
+        );
         let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
             self.telemetry.dropped(Signal::LogRecords, "max_stages", 1);
             return;
@@ -929,9 +1009,8 @@ fn value_json(value: &any_value::Value) -> serde_json::Value {
         any_value::Value::StringValue(s) => Json::String(s.clone()),
         any_value::Value::BoolValue(b) => Json::Bool(*b),
         any_value::Value::IntValue(i) => Json::from(*i),
-        any_value::Value::DoubleValue(d) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
-        }
+        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
+            .map_or_else(|| Json::String(d.to_string()), Json::Number),
         any_value::Value::BytesValue(bytes) => Json::String(hex(bytes)),
         any_value::Value::ArrayValue(array) => Json::Array(
             array

@@ -4,6 +4,7 @@
 pub mod config;
 mod derive;
 pub mod error;
+pub mod kafka_lag;
 pub mod otlp;
 pub mod signal;
 pub mod telemetry;
@@ -14,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::config::{CollectorConfig, JobsConfig, OtlpConfig, SignalsConfig, ValidCollectorConfig};
+pub use crate::config::{
+    CollectorConfig, JobsConfig, OtlpConfig, SignalsConfig, ValidCollectorConfig,
+};
 pub use crate::error::{CollectorError, ConfigError};
 pub use crate::signal::*;
 pub use crate::telemetry::CollectorTelemetry;

@@ -171,19 +171,25 @@ impl CollectorTelemetry {
 
     pub(crate) fn accepted(&self, signal: Signal, items: u64) {
         if items > 0 {
-            self.accepted.get_or_create(&SignalLabels { signal }).inc_by(items);
+            self.accepted
+                .get_or_create(&SignalLabels { signal })
+                .inc_by(items);
         }
     }
 
     pub(crate) fn refused(&self, signal: Signal, reason: &'static str, items: u64) {
         if items > 0 {
-            self.refused.get_or_create(&ReasonLabels { signal, reason }).inc_by(items);
+            self.refused
+                .get_or_create(&ReasonLabels { signal, reason })
+                .inc_by(items);
         }
     }
 
     pub(crate) fn dropped(&self, signal: Signal, reason: &'static str, items: u64) {
         if items > 0 {
-            self.dropped.get_or_create(&ReasonLabels { signal, reason }).inc_by(items);
+            self.dropped
+                .get_or_create(&ReasonLabels { signal, reason })
+                .inc_by(items);
         }
     }
 
@@ -212,16 +218,25 @@ impl CollectorTelemetry {
 
     #[cfg(test)]
     pub(crate) fn refused_count(&self, signal: Signal, reason: &'static str) -> u64 {
-        self.refused.get_or_create(&ReasonLabels { signal, reason }).get()
+        self.refused
+            .get_or_create(&ReasonLabels { signal, reason })
+            .get()
     }
 
     #[cfg(test)]
     pub(crate) fn dropped_count(&self, signal: Signal, reason: &'static str) -> u64 {
-        self.dropped.get_or_create(&ReasonLabels { signal, reason }).get()
+        self.dropped
+            .get_or_create(&ReasonLabels { signal, reason })
+            .get()
     }
 
     #[cfg(test)]
-    pub(crate) fn request_count(&self, transport: Transport, signal: Signal, outcome: Outcome) -> u64 {
+    pub(crate) fn request_count(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        outcome: Outcome,
+    ) -> u64 {
         self.requests
             .get_or_create(&RequestLabels {
                 transport,

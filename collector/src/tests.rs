@@ -40,7 +40,9 @@ async fn receives_over_both_transports_and_drains_on_shutdown() {
     let mut registry = Registry::default();
     let telemetry = CollectorTelemetry::register(&mut registry);
     let (output, mut batches) = mpsc::channel(16);
-    let collector = Collector::build(local_config(), telemetry, output).await.unwrap();
+    let collector = Collector::build(local_config(), telemetry, output)
+        .await
+        .unwrap();
     let grpc = collector.grpc_local_addr();
     let http = collector.http_local_addr();
     assert_ne!(grpc.port(), 0);
@@ -52,7 +54,9 @@ async fn receives_over_both_transports_and_drains_on_shutdown() {
     let answer = post_gzip(http, "/v1/traces", &traces("etl", spans).encode_to_vec()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let mut client = LogsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut client = LogsServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
     let records = (0..30).map(|i| log(9 + (i % 2), "row loaded")).collect();
     client.export(logs("etl", records)).await.unwrap();
     drop(client);
@@ -69,14 +73,27 @@ async fn receives_over_both_transports_and_drains_on_shutdown() {
     }
     let logs: usize = received.iter().map(|b| b.logs.len()).sum();
     assert_eq!(logs, 30);
-    let spans: u64 = received.iter().flat_map(|b| &b.stage_windows).map(|w| w.spans).sum();
+    let spans: u64 = received
+        .iter()
+        .flat_map(|b| &b.stage_windows)
+        .map(|w| w.spans)
+        .sum();
     assert_eq!(spans, 20);
 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains("pipewarden_collector_accepted_total{signal=\"spans\"} 20"), "{text}");
-    assert!(text.contains("pipewarden_collector_accepted_total{signal=\"log_records\"} 30"), "{text}");
-    assert!(text.contains("pipewarden_collector_inflight_bytes 0"), "{text}");
+    assert!(
+        text.contains("pipewarden_collector_accepted_total{signal=\"spans\"} 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipewarden_collector_accepted_total{signal=\"log_records\"} 30"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipewarden_collector_inflight_bytes 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -91,6 +108,9 @@ async fn bind_errors_name_the_address() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(&taken.local_addr().unwrap().to_string()), "{text}");
+    assert!(
+        text.contains(&taken.local_addr().unwrap().to_string()),
+        "{text}"
+    );
     assert!(text.contains("grpc"), "{text}");
 }

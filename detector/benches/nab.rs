@@ -134,14 +134,28 @@ fn main() {
         let (ours, ours_fixed) = results[&(detectors[0].name, profile.name)];
         let (base, base_fixed) = results[&(detectors[1].name, profile.name)];
         println!(
-            "ratio {} / {} ({}): optimised {:.2}, fixed {:.2}",
+            "ratio {} / {} ({}): optimised {}, fixed {}",
             detectors[0].name,
             detectors[1].name,
             profile.name,
-            ours.normalised / base.normalised,
-            ours_fixed.normalised / base_fixed.normalised,
+            ratio(ours.normalised, base.normalised),
+            ratio(ours_fixed.normalised, base_fixed.normalised),
         );
     }
+
+    let mut bank = SeriesBank::new(bank_params().check().unwrap());
+    bank.observe(
+        &files[0].name,
+        files[0].timestamps_ms[0],
+        files[0].values[0],
+    );
+    println!();
+    println!(
+        "memory: about {} bytes per series (model {} v{}, default settings)",
+        bank.approx_bytes_per_series(),
+        RobustBaseline::NAME,
+        RobustBaseline::VERSION
+    );
 
     println!();
     println!("series without labelled anomalies (points at or above the alert threshold):");
@@ -206,6 +220,16 @@ fn main() {
     }
 }
 
+/// Returns `ours / base` when both are positive, else `n/a` (a ratio to a negative score says
+/// nothing).
+fn ratio(ours: f64, base: f64) -> String {
+    if ours > 0.0 && base > 0.0 {
+        format!("{:.2}", ours / base)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
 fn counts(score: &CorpusScore) -> String {
     format!(
         "{}/{}/{}",
@@ -237,6 +261,7 @@ fn bank_params() -> SeriesBankParams {
             "shift_z" => model.shift_z(number),
             "record_half_life_points" => model.record_half_life_points(number),
             "record_gain" => model.record_gain(number),
+            "stuck_min_points" => model.stuck_min_points(number as usize),
             "long_spread_floor" => model.long_spread_floor(number),
             _ => panic!("unknown model parameter {name}"),
         };

@@ -2,8 +2,9 @@
 //! attached to every scored point.
 //!
 //! Every model reduces a point to a [`Deviation`]: the observed value, the value the model
-//! expected (`typical`) and the model's scale of normal variation around it. The raw score is the
-//! robust z-score `z = |actual - typical| / scale`. This module alone turns `z` into a score:
+//! expected (`typical`), the model's scale of normal variation around it and a raw score `z` on
+//! the scale of a robust z-score (`|actual - typical| / scale` unless the model has more to say).
+//! This module alone turns `z` into a score:
 //!
 //! ```text
 //! score(z) = 100 * (1 - exp(-max(0, z - Z_FLOOR) / Z_SCALE))      Z_FLOOR = 3, Z_SCALE = 2.4
@@ -81,17 +82,27 @@ pub struct Deviation {
     pub typical: f64,
     /// The model's scale of normal variation around `typical` (same unit as the value, > 0).
     pub scale: f64,
+    /// The model's raw score (>= 0): usually `|actual - typical| / scale`, but a model may
+    /// raise or lower it with evidence the distance alone does not carry (a calibrated tail, a
+    /// broken record, a stuck value).
+    pub z: f64,
 }
 
 impl Deviation {
-    /// Returns the signed robust z-score `(actual - typical) / scale`.
-    pub fn signed_z(&self) -> f64 {
-        (self.actual - self.typical) / self.scale
+    /// Returns the deviation whose raw score is the robust z-score `|actual - typical| / scale`
+    /// (NaN when undefined).
+    pub fn from_distance(actual: f64, typical: f64, scale: f64) -> Deviation {
+        Deviation {
+            actual,
+            typical,
+            scale,
+            z: ((actual - typical) / scale).abs(),
+        }
     }
 
-    /// Returns the robust z-score `|actual - typical| / scale` (NaN when undefined).
+    /// Returns the raw score.
     pub fn z(&self) -> f64 {
-        self.signed_z().abs()
+        self.z
     }
 }
 
@@ -146,8 +157,10 @@ impl Explanation {
             Direction::None
         } else if deviation.actual > deviation.typical {
             Direction::Up
-        } else {
+        } else if deviation.actual < deviation.typical {
             Direction::Down
+        } else {
+            Direction::None
         };
         Explanation {
             feature: feature.to_owned(),
@@ -218,28 +231,16 @@ mod tests {
 
     #[test]
     fn explanation_gives_direction_and_band() {
-        let up = Deviation {
-            actual: 20.0,
-            typical: 10.0,
-            scale: 1.0,
-        };
+        let up = Deviation::from_distance(20.0, 10.0, 1.0);
         let explanation = Explanation::from_deviation("value", &up, 6.0);
         assert_eq!(explanation.direction, Direction::Up);
         assert_eq!((explanation.lower, explanation.upper), (4.0, 16.0));
-        let down = Deviation {
-            actual: 0.0,
-            typical: 10.0,
-            scale: 1.0,
-        };
+        let down = Deviation::from_distance(0.0, 10.0, 1.0);
         assert_eq!(
             Explanation::from_deviation("value", &down, 6.0).direction,
             Direction::Down
         );
-        let normal = Deviation {
-            actual: 11.0,
-            typical: 10.0,
-            scale: 1.0,
-        };
+        let normal = Deviation::from_distance(11.0, 10.0, 1.0);
         assert_eq!(
             Explanation::from_deviation("value", &normal, 6.0).direction,
             Direction::None

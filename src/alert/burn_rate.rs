@@ -188,7 +188,8 @@ mod tests {
         b.add(now - 5 * MIN + 30_000, 0, 2); // inside the short window
         b.add(now, 3, 3); // at now: included
         b.add(now + 1, 7, 7); // in the future: excluded
-        assert_eq!(b.window(now, HOUR), (1 + 0 + 3, 1 + 1 + 2 + 3));
+        // Long window: 0/1 + 1/1 + 0/2 + 3/3.
+        assert_eq!(b.window(now, HOUR), (4, 7));
         assert_eq!(b.window(now, 5 * MIN), (3, 5));
     }
 
@@ -209,7 +210,10 @@ mod tests {
         // 1% errors everywhere: long 60/6000 = 1% -> 10x; short 5/500 = 1% -> 10x. Below 14.4.
         let steady = fill(&|_| 1);
         let burn = WindowBurn::at(&steady, now, HOUR, 5 * MIN, 0.999);
-        assert!(close(burn.long, 10.0) && close(burn.short, 10.0), "{burn:?}");
+        assert!(
+            close(burn.long, 10.0) && close(burn.short, 10.0),
+            "{burn:?}"
+        );
         assert_eq!((burn.long_total, burn.short_total), (6000, 500));
         assert!(!burn.fires(14.4, 1));
 
@@ -237,7 +241,10 @@ mod tests {
         let burn = WindowBurn::at(&b, now, 6 * HOUR, 30 * MIN, 0.999);
         assert!(close(burn.long, 7.0) && close(burn.short, 7.0), "{burn:?}");
         assert!(burn.fires(6.0, 1));
-        assert!(!burn.fires(6.0, 30_001), "min_events gates the short window");
+        assert!(
+            !burn.fires(6.0, 30_001),
+            "min_events gates the short window"
+        );
     }
 
     #[test]

@@ -722,22 +722,6 @@ pub struct ValidAlertConfig {
     pub(crate) history_retention_ms: i64,
 }
 
-impl Default for ValidAlertConfig {
-    fn default() -> Self {
-        // The default section is known to validate (a unit test checks it).
-        match AlertConfig::default().validate() {
-            Ok(valid) => valid,
-            Err(_) => unreachable_default(),
-        }
-    }
-}
-
-#[allow(clippy::panic)]
-fn unreachable_default() -> ValidAlertConfig {
-    // Invariant: `AlertConfig::default()` validates (tested in `default_validates`).
-    panic!("the default alert config does not validate")
-}
-
 impl ValidAlertConfig {
     /// Returns the evaluation interval.
     pub fn evaluation_interval(&self) -> Duration {
@@ -966,7 +950,11 @@ fn selector(
     series_key: &Option<String>,
     attributes: &BTreeMap<String, String>,
 ) -> Result<SeriesSelector, AlertConfigError> {
-    for (field, value) in [("signal", signal), ("stage", stage), ("series_key", series_key)] {
+    for (field, value) in [
+        ("signal", signal),
+        ("stage", stage),
+        ("series_key", series_key),
+    ] {
         if let Some(v) = value {
             non_empty(&format!("{path}.{field}"), v)?;
         }
@@ -1132,7 +1120,10 @@ fn validate_slo(path: &str, r: &SloRuleConfig) -> Result<ValidSlo, AlertConfigEr
     if !(r.objective > 0.0 && r.objective < 1.0) {
         return Err(problem(
             format!("{path}.objective"),
-            format!("must be a ratio within (0, 1), e.g. 0.999, got {}", r.objective),
+            format!(
+                "must be a ratio within (0, 1), e.g. 0.999, got {}",
+                r.objective
+            ),
         ));
     }
     match &r.sli {
@@ -1172,7 +1163,10 @@ fn validate_slo(path: &str, r: &SloRuleConfig) -> Result<ValidSlo, AlertConfigEr
     let resolution_ms = positive(&format!("{path}.resolution"), r.resolution)?;
     let period_ms = positive(&format!("{path}.period"), r.period)?;
     if r.windows.is_empty() {
-        return Err(problem(format!("{path}.windows"), "needs at least one window"));
+        return Err(problem(
+            format!("{path}.windows"),
+            "needs at least one window",
+        ));
     }
     let mut windows = Vec::with_capacity(r.windows.len());
     let mut labels = BTreeSet::new();
@@ -1304,8 +1298,9 @@ impl AlertConfig {
                     .iter()
                     .enumerate()
                     .map(|(j, t)| {
-                        Matcher::parse(t)
-                            .map_err(|e| problem(format!("inhibit_rules[{i}].{field}[{j}]"), e.to_string()))
+                        Matcher::parse(t).map_err(|e| {
+                            problem(format!("inhibit_rules[{i}].{field}[{j}]"), e.to_string())
+                        })
                     })
                     .collect()
             };
@@ -1421,7 +1416,6 @@ mod tests {
         assert!(valid.rules.is_empty());
         assert!(valid.receivers.is_empty());
         assert_eq!(valid.evaluation_interval(), Duration::from_secs(10));
-        let _ = ValidAlertConfig::default();
     }
 
     #[test]
@@ -1535,9 +1529,18 @@ mod tests {
                 "[[rules]]\nkind='probe'\nname='a'\n[[rules]]\nkind='probe'\nname='b'\nfailures=4\nruns=2",
                 "rules[1].runs",
             ),
-            ("[[rules]]\nkind='threshold'\nname='t'\nop='>'\nvalue=1", "rules[0].signal"),
-            ("[[rules]]\nkind='lag'\nname='l'\nmin_status='OK'", "rules[0].min_status"),
-            ("[[rules]]\nkind='anomaly'\nname='a'\nmin_score=101", "rules[0].min_score"),
+            (
+                "[[rules]]\nkind='threshold'\nname='t'\nop='>'\nvalue=1",
+                "rules[0].signal",
+            ),
+            (
+                "[[rules]]\nkind='lag'\nname='l'\nmin_status='OK'",
+                "rules[0].min_status",
+            ),
+            (
+                "[[rules]]\nkind='anomaly'\nname='a'\nmin_score=101",
+                "rules[0].min_score",
+            ),
             (
                 "[[rules]]\nkind='slo'\nname='s'\nobjective=1.0\nsli={source='probe',probe='p'}",
                 "rules[0].objective",

@@ -66,7 +66,9 @@ impl Matcher {
         };
         let trimmed = text.trim();
         let Some(op_at) = trimmed.find(['=', '!']) else {
-            return Err(err("expected name=value, name!=value, name=~regex or name!~regex"));
+            return Err(err(
+                "expected name=value, name!=value, name=~regex or name!~regex",
+            ));
         };
         let name = trimmed[..op_at].trim();
         let rest = &trimmed[op_at..];
@@ -171,12 +173,22 @@ mod tests {
     fn parses_and_matches_every_operator() {
         let l = labels(&[("alertname", "BrokerDown"), ("cluster", "main")]);
         assert!(Matcher::parse("alertname=BrokerDown").unwrap().matches(&l));
-        assert!(Matcher::parse("alertname = \"BrokerDown\"").unwrap().matches(&l));
+        assert!(
+            Matcher::parse("alertname = \"BrokerDown\"")
+                .unwrap()
+                .matches(&l)
+        );
         assert!(!Matcher::parse("alertname!=BrokerDown").unwrap().matches(&l));
         assert!(Matcher::parse("cluster=~ma.*").unwrap().matches(&l));
-        assert!(!Matcher::parse("cluster=~ma").unwrap().matches(&l), "anchored");
+        assert!(
+            !Matcher::parse("cluster=~ma").unwrap().matches(&l),
+            "anchored"
+        );
         assert!(Matcher::parse("cluster!~other|x").unwrap().matches(&l));
-        assert!(Matcher::parse("missing=").unwrap().matches(&l), "absent is empty");
+        assert!(
+            Matcher::parse("missing=").unwrap().matches(&l),
+            "absent is empty"
+        );
         assert!(Matcher::parse("missing!=x").unwrap().matches(&l));
     }
 

@@ -26,6 +26,26 @@
 //!
 //! The [`AlertEngine`] is synchronous and deterministic (time is an argument); the
 //! [`AlertService`] wraps it in one `select!` loop fed by an [`AlertInput`] and a tick.
+//!
+//! # Wiring (in the app)
+//!
+//! ```ignore
+//! // config: `pub alert: AlertConfig` in the file; `config.alert.validate()` maps
+//! // `AlertConfigError { field, problem }` to the path `alert.<field>`.
+//! let alert_telemetry = AlertTelemetry::register(&mut registry);
+//! let (alerts, alert_input) =
+//!     AlertService::build(valid.alert, &valid.store.path, alert_telemetry)?;
+//! let alert_handle = alerts.handle();
+//! let alert_task = tokio::spawn(alerts.run(shutdown.child_token()));
+//! // Detector loop, before the batch goes to the store:
+//! alert_input.send_store_batch(&batch).await?;
+//! // Kafka lag source, per report and group:
+//! alert_input.send(vec![AlertEvent::Lag(LagVerdictInput { cluster, group,
+//!     status: group.status.as_str().into(), timestamp_ms })]).await?;
+//! // Probes: AlertEvent::Probe(ProbeResultInput { .. }).
+//! // Web: router.nest("/api/v1/alerting", alert::api::router(alert_handle.clone()));
+//! // /readyz: "alerts": alert_handle.health().status()  // ready | degraded | not_ready
+//! ```
 
 pub mod api;
 pub mod cli;

@@ -232,6 +232,9 @@ mod tests {
     fn renders_times_and_query_values() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.500Z");
-        assert_eq!(encode_query_value("svc/a|span.count|"), "svc%2Fa%7Cspan.count%7C");
+        assert_eq!(
+            encode_query_value("svc/a|span.count|"),
+            "svc%2Fa%7Cspan.count%7C"
+        );
     }
 }

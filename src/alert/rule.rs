@@ -278,9 +278,13 @@ impl RuleRuntime {
             ) if probe.as_deref().is_none_or(|p| p == r.probe) => {
                 let ok = r.up && max_latency_ms.is_none_or(|max| r.latency_ms <= max);
                 let keep = usize::try_from(*runs).unwrap_or(usize::MAX);
-                if let Some(history) = slot(probes, &r.probe, max, &mut self.untracked, VecDeque::new)
+                if let Some(history) =
+                    slot(probes, &r.probe, max, &mut self.untracked, VecDeque::new)
                 {
-                    if history.back().is_some_and(|last| r.timestamp_ms < last.timestamp_ms) {
+                    if history
+                        .back()
+                        .is_some_and(|last| r.timestamp_ms < last.timestamp_ms)
+                    {
                         return;
                     }
                     history.push_back(ProbeRun {
@@ -294,7 +298,13 @@ impl RuleRuntime {
                     }
                 }
             }
-            (RuleSpec::Slo(slo), RuleState::Slo { buckets, last_event_ms }) => {
+            (
+                RuleSpec::Slo(slo),
+                RuleState::Slo {
+                    buckets,
+                    last_event_ms,
+                },
+            ) => {
                 if let SliConfig::Probe {
                     probe,
                     max_latency_ms,
@@ -303,7 +313,8 @@ impl RuleRuntime {
                 {
                     let ok = r.up && max_latency_ms.is_none_or(|max| r.latency_ms <= max);
                     buckets.add(r.timestamp_ms, u64::from(ok), 1);
-                    *last_event_ms = Some(last_event_ms.map_or(r.timestamp_ms, |t| t.max(r.timestamp_ms)));
+                    *last_event_ms =
+                        Some(last_event_ms.map_or(r.timestamp_ms, |t| t.max(r.timestamp_ms)));
                 }
             }
             _ => {}
@@ -311,8 +322,13 @@ impl RuleRuntime {
     }
 
     pub(crate) fn observe_span_sli(&mut self, s: &SpanSliInput) {
-        if let (RuleSpec::Slo(slo), RuleState::Slo { buckets, last_event_ms }) =
-            (&self.rule.spec, &mut self.state)
+        if let (
+            RuleSpec::Slo(slo),
+            RuleState::Slo {
+                buckets,
+                last_event_ms,
+            },
+        ) = (&self.rule.spec, &mut self.state)
         {
             let wanted = match &slo.sli {
                 SliConfig::Counts { stage, sli } => *stage == s.stage && *sli == s.sli,
@@ -320,14 +336,20 @@ impl RuleRuntime {
             };
             if wanted {
                 buckets.add(s.timestamp_ms, s.good, s.total);
-                *last_event_ms = Some(last_event_ms.map_or(s.timestamp_ms, |t| t.max(s.timestamp_ms)));
+                *last_event_ms =
+                    Some(last_event_ms.map_or(s.timestamp_ms, |t| t.max(s.timestamp_ms)));
             }
         }
     }
 
     pub(crate) fn observe_stage_window(&mut self, w: &StageWindow) {
-        if let (RuleSpec::Slo(slo), RuleState::Slo { buckets, last_event_ms }) =
-            (&self.rule.spec, &mut self.state)
+        if let (
+            RuleSpec::Slo(slo),
+            RuleState::Slo {
+                buckets,
+                last_event_ms,
+            },
+        ) = (&self.rule.spec, &mut self.state)
         {
             let counted = match &slo.sli {
                 SliConfig::SpanSuccess { stage } if *stage == w.stage => {
@@ -350,7 +372,8 @@ impl RuleRuntime {
             };
             if let Some((good, total)) = counted {
                 buckets.add(w.window_end_ms, good, total);
-                *last_event_ms = Some(last_event_ms.map_or(w.window_end_ms, |t| t.max(w.window_end_ms)));
+                *last_event_ms =
+                    Some(last_event_ms.map_or(w.window_end_ms, |t| t.max(w.window_end_ms)));
             }
         }
     }
@@ -398,9 +421,12 @@ impl RuleRuntime {
                 RuleState::Anomaly { series },
             ) => {
                 let clear_after_ms = *clear_after_ms;
-                series.retain(|_, s| fresh(s.last_ts) || now_ms - s.last_qualifying_ms <= clear_after_ms);
+                series.retain(|_, s| {
+                    fresh(s.last_ts) || now_ms - s.last_qualifying_ms <= clear_after_ms
+                });
                 for (key, s) in series.iter() {
-                    if s.count < *points || now_ms.saturating_sub(s.last_qualifying_ms) > clear_after_ms
+                    if s.count < *points
+                        || now_ms.saturating_sub(s.last_qualifying_ms) > clear_after_ms
                     {
                         continue;
                     }
@@ -586,7 +612,10 @@ fn slo_conditions(name: &str, slo: &ValidSlo, buckets: &SliBuckets, now_ms: i64)
             percentile,
             max_latency_ms,
         } => (
-            format!("windows of {stage} with p{percentile} latency <= {} ms", fmt_num(*max_latency_ms)),
+            format!(
+                "windows of {stage} with p{percentile} latency <= {} ms",
+                fmt_num(*max_latency_ms)
+            ),
             ("stage", stage.clone()),
             format!("/?stage={}", encode_query_value(stage)),
         ),
@@ -609,7 +638,11 @@ fn slo_conditions(name: &str, slo: &ValidSlo, buckets: &SliBuckets, now_ms: i64)
         let lasts = budget_lasts_ms(burn.long, slo.period_ms)
             .map(|ms| {
                 let d = std::time::Duration::from_secs(u64::try_from(ms / 1000).unwrap_or(0));
-                format!("; at this rate the {} budget lasts {}", fmt_period(slo.period_ms), humantime::format_duration(d))
+                format!(
+                    "; at this rate the {} budget lasts {}",
+                    fmt_period(slo.period_ms),
+                    humantime::format_duration(d)
+                )
             })
             .unwrap_or_default();
         let short = humantime::format_duration(std::time::Duration::from_millis(
@@ -629,11 +662,7 @@ fn slo_conditions(name: &str, slo: &ValidSlo, buckets: &SliBuckets, now_ms: i64)
             ),
             description: format!(
                 "events: {} over {}, {} over {}; objective {}",
-                burn.long_total,
-                w.label,
-                burn.short_total,
-                short,
-                slo.objective
+                burn.long_total, w.label, burn.short_total, short, slo.objective
             ),
             ui_path: ui_path.clone(),
             value: Some(burn.long),

@@ -88,7 +88,7 @@ impl Server {
                     ("PIPEWARDEN_WEB__ADDRESS", "127.0.0.1:0".to_owned()),
                     (
                         "PIPEWARDEN_STORE__PATH",
-                        dir.path().join("pipewarden.db").display().to_string(),
+                        dir.path().join("store").display().to_string(),
                     ),
                 ];
                 (launch.pipewarden.clone(), vec!["run".to_owned()], env)

@@ -172,6 +172,7 @@ impl Pipewarden {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
+        command.env("NO_COLOR", "1");
         let name = format!("pipewarden#{}", self.starts);
         let mut process = ChildProcess::spawn(&name, command, Signal::Kill);
         let line = process

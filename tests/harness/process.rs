@@ -40,6 +40,7 @@ pub struct ChildProcess {
     stdout_lines: Receiver<String>,
     stop_signal: Signal,
     exit_status: Option<ExitStatus>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ChildProcess {
@@ -61,20 +62,22 @@ impl ChildProcess {
         let (tx, stdout_lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        spawn_reader(
-            format!("{name}-stdout"),
-            stdout,
-            "out",
-            output.clone(),
-            Some(tx),
-        );
-        spawn_reader(
-            format!("{name}-stderr"),
-            stderr,
-            "err",
-            output.clone(),
-            None,
-        );
+        let readers = vec![
+            spawn_reader(
+                format!("{name}-stdout"),
+                stdout,
+                "out",
+                output.clone(),
+                Some(tx),
+            ),
+            spawn_reader(
+                format!("{name}-stderr"),
+                stderr,
+                "err",
+                output.clone(),
+                None,
+            ),
+        ];
         Self {
             name: name.to_owned(),
             child,
@@ -82,6 +85,7 @@ impl ChildProcess {
             stdout_lines,
             stop_signal,
             exit_status: None,
+            readers,
         }
     }
 
@@ -212,6 +216,14 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.stop_blocking();
         if std::thread::panicking() {
+            // Let the readers reach the end of the output (bounded: a grandchild could hold the
+            // pipes open).
+            for _ in 0..50 {
+                if self.readers.iter().all(|r| r.is_finished()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             eprintln!(
                 "----- output of {} (pid {}, {:?}) -----\n{}\n----- end of {} -----",
                 self.name,
@@ -230,7 +242,7 @@ fn spawn_reader(
     prefix: &'static str,
     output: Arc<Mutex<Vec<String>>>,
     lines: Option<mpsc::Sender<String>>,
-) {
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
@@ -253,5 +265,5 @@ fn spawn_reader(
                 }
             }
         })
-        .expect("spawn output reader thread");
+        .expect("spawn output reader thread")
 }

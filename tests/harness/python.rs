@@ -48,9 +48,13 @@ impl PythonOtel {
                 command.env_remove(&key);
             }
         }
+        // Loopback only: no proxy may see the requests (Python's HTTP and gRPC clients honour
+        // the proxy variables).
         command
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
             .envs(env.iter().copied());
         let child = command
             .spawn()

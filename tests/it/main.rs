@@ -8,6 +8,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod alerts;
 mod bad_input;
 mod infra;
 mod otlp_clients;

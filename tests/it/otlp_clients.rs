@@ -68,6 +68,8 @@ async fn emit_and_check_everything(spec: EmitSpec) {
     check_last_window_shape(&entry, &stage);
     check_span_window_figures(&pipewarden, &spec).await;
     check_stored_logs(&pipewarden, &spec).await;
+    check_log_count_series(&pipewarden, &spec).await;
+    check_metric_series(&pipewarden, &spec).await;
 }
 
 /// `pipewarden_collector_accepted_total{signal}` counts exactly what was sent.
@@ -225,6 +227,76 @@ async fn check_stored_logs(pipewarden: &Pipewarden, spec: &EmitSpec) {
         .collect();
     want_bodies.sort();
     assert_eq!(bodies, want_bodies, "bodies of the stored records");
+}
+
+/// `log.count` series (one per severity) add up to the records sent per severity.
+async fn check_log_count_series(pipewarden: &Pipewarden, spec: &EmitSpec) {
+    let stage = spec.stage_name();
+    let want: BTreeMap<String, u64> = spec.expected_logs_by_severity().into_iter().collect();
+    eventually("log.count series per severity", DEADLINE, || async {
+        let points = pipewarden.series_points(&stage, "log.count").await?;
+        let mut got: BTreeMap<String, u64> = BTreeMap::new();
+        for point in &points {
+            let severity = point.attributes["severity"]
+                .as_str()
+                .ok_or_else(|| format!("log.count point without severity attribute: {point:?}"))?;
+            *got.entry(severity.to_owned()).or_default() += point.value as u64;
+        }
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("log.count per severity {got:?}, want {want:?}"))
+        }
+    })
+    .await;
+}
+
+/// Every metric data point became series points with the value sent: counter and gauge points
+/// under the metric name, histogram points as `<name>.count` and `<name>.sum`.
+async fn check_metric_series(pipewarden: &Pipewarden, spec: &EmitSpec) {
+    let stage = spec.stage_name();
+    // (series name, idx) -> value
+    let mut want: BTreeMap<(String, u64), f64> = BTreeMap::new();
+    for i in 0..spec.metric_points {
+        match i % 3 {
+            0 => {
+                want.insert(("pw_test_counter".into(), i), (i + 1) as f64);
+            }
+            1 => {
+                want.insert(("pw_test_gauge".into(), i), i as f64 * 1.5);
+            }
+            _ => {
+                want.insert(("pw_test_histogram.count".into(), i), 1.0);
+                want.insert(("pw_test_histogram.sum".into(), i), i as f64);
+            }
+        }
+    }
+    let names = [
+        "pw_test_counter",
+        "pw_test_gauge",
+        "pw_test_histogram.count",
+        "pw_test_histogram.sum",
+    ];
+    eventually("metric series with the values sent", DEADLINE, || async {
+        let mut got: BTreeMap<(String, u64), f64> = BTreeMap::new();
+        for name in names {
+            for point in pipewarden.series_points(&stage, name).await? {
+                let idx = point.attributes["idx"]
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| format!("{name} point without idx attribute: {point:?}"))?;
+                if got.insert((name.to_owned(), idx), point.value).is_some() {
+                    return Err(format!("{name} idx={idx} stored twice"));
+                }
+            }
+        }
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("metric series {got:?}, want {want:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

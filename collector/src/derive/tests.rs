@@ -39,7 +39,12 @@ fn value_of(batch: &SignalBatch, stage: &str, name: &str, attributes: &[(&str, &
         .collect();
     let key = series_key(stage, name, &attributes);
     let matching: Vec<&SeriesPoint> = batch.points.iter().filter(|p| p.key == key).collect();
-    assert_eq!(matching.len(), 1, "expected one point {key} in {:#?}", batch.points);
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one point {key} in {:#?}",
+        batch.points
+    );
     let point = matching[0];
     assert_eq!((point.stage.as_str(), point.name.as_str()), (stage, name));
     assert_eq!(point.attributes, attributes);
@@ -60,8 +65,14 @@ fn int_kv(key: &str, value: i64) -> KeyValue {
 async fn spans_give_exact_counts_ratios_and_percentiles() {
     let (mut deriver, telemetry) = deriver();
     // Latencies 1..=100 ms; every tenth span failed.
-    let spans = (0..100).map(|i| span(i, 5_000, i + 1, i % 10 == 0)).collect();
-    feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+    let spans = (0..100)
+        .map(|i| span(i, 5_000, i + 1, i % 10 == 0))
+        .collect();
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Traces(traces("svc", spans)),
+    );
     let batch = close(&mut deriver);
 
     assert_eq!(value_of(&batch, "svc", "span.count", &[]), 100.0);
@@ -74,7 +85,10 @@ async fn spans_give_exact_counts_ratios_and_percentiles() {
 
     let window = &batch.stage_windows[0];
     assert_eq!(window.stage, "svc");
-    assert_eq!((window.window_start_ms, window.window_end_ms), (T0, T0 + 10_000));
+    assert_eq!(
+        (window.window_start_ms, window.window_end_ms),
+        (T0, T0 + 10_000)
+    );
     assert_eq!((window.spans, window.span_errors), (100, 10));
     assert_eq!(window.latency_p50_ms, Some(50.0));
     assert_eq!(window.latency_p99_ms, Some(99.0));
@@ -86,7 +100,11 @@ async fn spans_give_exact_counts_ratios_and_percentiles() {
 async fn nearest_rank_on_small_windows() {
     let (mut deriver, telemetry) = deriver();
     let spans = (0..10).map(|i| span(i, 5_000, 10 - i, false)).collect();
-    feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Traces(traces("svc", spans)),
+    );
     let batch = close(&mut deriver);
     assert_eq!(value_of(&batch, "svc", "span.latency_p50_ms", &[]), 5.0);
     assert_eq!(value_of(&batch, "svc", "span.latency_p95_ms", &[]), 10.0);
@@ -108,7 +126,11 @@ async fn percentiles_beyond_the_sample_cap_come_from_a_deterministic_reservoir()
                     span(n, 200_000, n + 1, false)
                 })
                 .collect();
-            feed(&mut deriver, &telemetry, OtlpRequest::Traces(traces("svc", spans)));
+            feed(
+                &mut deriver,
+                &telemetry,
+                OtlpRequest::Traces(traces("svc", spans)),
+            );
         }
         let samples = deriver.stages["svc"].latencies_ms.len();
         (close(&mut deriver), samples)
@@ -127,27 +149,47 @@ async fn percentiles_beyond_the_sample_cap_come_from_a_deterministic_reservoir()
 async fn stages_are_refined_by_item_then_resource_attributes() {
     let (mut deriver, telemetry) = deriver();
     let mut enrich = span(0, 5_000, 1, false);
-    enrich.attributes = vec![kv("pipeline.stage", "enrich"), kv("job.name", "ignored-order")];
+    enrich.attributes = vec![
+        kv("pipeline.stage", "enrich"),
+        kv("job.name", "ignored-order"),
+    ];
     let mut numbered = span(1, 5_000, 1, false);
     numbered.attributes = vec![int_kv("messaging.destination.name", 7)];
     let mut empty = span(2, 5_000, 1, false);
     empty.attributes = vec![kv("pipeline.stage", "")];
     let mut request = traces("svc", vec![enrich, numbered, empty]);
     // A second resource refined by a resource attribute, and one without a service name.
-    let mut refined = traces("svc", vec![span(3, 5_000, 1, false)]).resource_spans.remove(0);
+    let mut refined = traces("svc", vec![span(3, 5_000, 1, false)])
+        .resource_spans
+        .remove(0);
     refined
         .resource
         .as_mut()
         .unwrap()
         .attributes
         .push(kv("messaging.destination.name", "orders"));
-    let mut anonymous = traces("x", vec![span(4, 5_000, 1, false)]).resource_spans.remove(0);
+    let mut anonymous = traces("x", vec![span(4, 5_000, 1, false)])
+        .resource_spans
+        .remove(0);
     anonymous.resource = None;
     request.resource_spans.extend([refined, anonymous]);
     feed(&mut deriver, &telemetry, OtlpRequest::Traces(request));
     let batch = close(&mut deriver);
-    let stages: Vec<&str> = batch.stage_windows.iter().map(|w| w.stage.as_str()).collect();
-    assert_eq!(stages, ["svc", "svc/7", "svc/enrich", "svc/orders", "unknown_service"]);
+    let stages: Vec<&str> = batch
+        .stage_windows
+        .iter()
+        .map(|w| w.stage.as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "svc",
+            "svc/7",
+            "svc/enrich",
+            "svc/orders",
+            "unknown_service"
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -169,18 +211,40 @@ async fn logs_are_counted_per_severity_and_forwarded() {
     let mut unspecified = log(0, "?");
     unspecified.time_unix_nano = 0;
     let records = vec![log(9, "a"), log(10, "b"), warning, structured, unspecified];
-    feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs("api", records)));
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Logs(logs("api", records)),
+    );
     let batch = close(&mut deriver);
 
-    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "INFO")]), 2.0);
-    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "WARN")]), 1.0);
-    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "ERROR")]), 1.0);
-    assert_eq!(value_of(&batch, "api", "log.count", &[("severity", "UNSPECIFIED")]), 1.0);
+    assert_eq!(
+        value_of(&batch, "api", "log.count", &[("severity", "INFO")]),
+        2.0
+    );
+    assert_eq!(
+        value_of(&batch, "api", "log.count", &[("severity", "WARN")]),
+        1.0
+    );
+    assert_eq!(
+        value_of(&batch, "api", "log.count", &[("severity", "ERROR")]),
+        1.0
+    );
+    assert_eq!(
+        value_of(&batch, "api", "log.count", &[("severity", "UNSPECIFIED")]),
+        1.0
+    );
     let window = &batch.stage_windows[0];
     assert_eq!(window.log_records, 5);
-    let by_severity: Vec<(&str, u64)> =
-        window.logs_by_severity.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-    assert_eq!(by_severity, [("INFO", 2), ("WARN", 1), ("ERROR", 1), ("UNSPECIFIED", 1)]);
+    let by_severity: Vec<(&str, u64)> = window
+        .logs_by_severity
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
+    assert_eq!(
+        by_severity,
+        [("INFO", 2), ("WARN", 1), ("ERROR", 1), ("UNSPECIFIED", 1)]
+    );
 
     assert_eq!(batch.logs.len(), 5);
     assert_eq!(batch.logs[0].body, "a");
@@ -189,7 +253,10 @@ async fn logs_are_counted_per_severity_and_forwarded() {
     assert_eq!(batch.logs[2].severity_text, "Warning");
     let structured = &batch.logs[3];
     assert_eq!(structured.body, r#"{"code":42}"#);
-    assert_eq!(structured.attributes, serde_json::json!({"order.id": "o-1", "attempt": 3}));
+    assert_eq!(
+        structured.attributes,
+        serde_json::json!({"order.id": "o-1", "attempt": 3})
+    );
     assert_eq!(structured.trace_id, "ab".repeat(16));
     assert_eq!(structured.span_id, "0101010101010101");
     assert_eq!(structured.severity_text, "ERROR");
@@ -267,27 +334,64 @@ async fn metric_points_are_emitted_as_they_arrive() {
 
     assert_eq!(value_of(&batch, "db", "temperature", &[]), 21.5);
     assert_eq!(
-        value_of(&batch, "db/load", "temperature", &[("pipeline.stage", "load")]),
+        value_of(
+            &batch,
+            "db/load",
+            "temperature",
+            &[("pipeline.stage", "load")]
+        ),
         1.5
     );
     assert_eq!(value_of(&batch, "db", "rows", &[("queue", "q1")]), 17.0);
-    assert_eq!(value_of(&batch, "db", "latency.count", &[("a", "1"), ("b", "2")]), 3.0);
-    assert_eq!(value_of(&batch, "db", "latency.sum", &[("a", "1"), ("b", "2")]), 7.5);
+    assert_eq!(
+        value_of(&batch, "db", "latency.count", &[("a", "1"), ("b", "2")]),
+        3.0
+    );
+    assert_eq!(
+        value_of(&batch, "db", "latency.sum", &[("a", "1"), ("b", "2")]),
+        7.5
+    );
     assert_eq!(value_of(&batch, "db", "size.count", &[]), 4.0);
     assert_eq!(value_of(&batch, "db", "size.sum", &[]), 10.0);
-    assert_eq!(value_of(&batch, "db", "size.quantile", &[("quantile", "0.5")]), 2.0);
-    assert_eq!(value_of(&batch, "db", "size.quantile", &[("quantile", "0.99")]), 4.0);
+    assert_eq!(
+        value_of(&batch, "db", "size.quantile", &[("quantile", "0.5")]),
+        2.0
+    );
+    assert_eq!(
+        value_of(&batch, "db", "size.quantile", &[("quantile", "0.99")]),
+        4.0
+    );
     assert_eq!(batch.points.len(), 9);
-    let time_of = |name: &str| batch.points.iter().find(|p| p.name == name).unwrap().timestamp_ms;
+    let time_of = |name: &str| {
+        batch
+            .points
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .timestamp_ms
+    };
     assert_eq!(time_of("temperature"), 1_700_000_000_000);
-    assert_eq!(time_of("rows"), T0, "a point without time gets the arrival time");
+    assert_eq!(
+        time_of("rows"),
+        T0,
+        "a point without time gets the arrival time"
+    );
     assert_eq!(time_of("latency.count"), 1_700_000_001_000);
-    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "non_finite"), 1);
+    assert_eq!(
+        telemetry.dropped_count(Signal::MetricPoints, "non_finite"),
+        1
+    );
 
     let windows = close(&mut deriver).stage_windows;
     assert_eq!(windows.len(), 2);
-    assert_eq!((windows[0].stage.as_str(), windows[0].metric_points), ("db", 5));
-    assert_eq!((windows[1].stage.as_str(), windows[1].metric_points), ("db/load", 1));
+    assert_eq!(
+        (windows[0].stage.as_str(), windows[0].metric_points),
+        ("db", 5)
+    );
+    assert_eq!(
+        (windows[1].stage.as_str(), windows[1].metric_points),
+        ("db/load", 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,7 +420,10 @@ async fn job_runs_by_attribute_and_by_span_name() {
     assert_eq!(run.job, "compact");
     // `job.name` is also a stage attribute by default.
     assert_eq!(run.stage, "batch/compact");
-    assert_eq!((run.start_ms, run.end_ms, run.runtime_ms), (30_000, 60_000, 30_000.0));
+    assert_eq!(
+        (run.start_ms, run.end_ms, run.runtime_ms),
+        (30_000, 60_000, 30_000.0)
+    );
     assert_eq!(run.status, JobStatus::Ok);
     assert_eq!(run.trace_id.len(), 32);
     assert_eq!(run.span_id, "0000000000000001");
@@ -331,9 +438,19 @@ async fn job_runs_by_attribute_and_by_span_name() {
         .map(|p| (p.timestamp_ms, p.value))
         .collect();
     assert_eq!(runtimes, [(60_000, 30_000.0), (70_000, 10_000.0)]);
-    let ratio = value_of(&batch, "batch/compact", "job.success_ratio", &[("job", "compact")]);
+    let ratio = value_of(
+        &batch,
+        "batch/compact",
+        "job.success_ratio",
+        &[("job", "compact")],
+    );
     assert_eq!(ratio, 0.5);
-    let ratio = value_of(&batch, "batch", "job.success_ratio", &[("job", "nightly-export")]);
+    let ratio = value_of(
+        &batch,
+        "batch",
+        "job.success_ratio",
+        &[("job", "nightly-export")],
+    );
     assert_eq!(ratio, 0.0);
     // Job spans are spans too.
     assert_eq!(value_of(&batch, "batch", "span.count", &[]), 2.0);
@@ -346,7 +463,9 @@ async fn cardinality_cap_drops_and_counts_then_forgets_idle_series() {
         ..SignalsConfig::default()
     };
     let (mut deriver, telemetry) = deriver_with(config);
-    let points = (0..5).map(|i| gauge_point(vec![kv("id", &i.to_string())], 1.0)).collect();
+    let points = (0..5)
+        .map(|i| gauge_point(vec![kv("id", &i.to_string())], 1.0))
+        .collect();
     feed(
         &mut deriver,
         &telemetry,
@@ -354,19 +473,33 @@ async fn cardinality_cap_drops_and_counts_then_forgets_idle_series() {
     );
     let batch = std::mem::take(&mut deriver.pending);
     assert_eq!(batch.points.len(), 3);
-    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "cardinality"), 2);
+    assert_eq!(
+        telemetry.dropped_count(Signal::MetricPoints, "cardinality"),
+        2
+    );
     // Known series keep flowing.
     let again = vec![gauge_point(vec![kv("id", "0")], 2.0)];
-    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(metrics("svc", vec![gauge("g", again)])));
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Metrics(metrics("svc", vec![gauge("g", again)])),
+    );
     assert_eq!(std::mem::take(&mut deriver.pending).points.len(), 1);
     // Series unused for SERIES_IDLE_WINDOWS windows are forgotten.
     for _ in 0..=SERIES_IDLE_WINDOWS {
         close(&mut deriver);
     }
     let new = vec![gauge_point(vec![kv("id", "9")], 1.0)];
-    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(metrics("svc", vec![gauge("g", new)])));
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Metrics(metrics("svc", vec![gauge("g", new)])),
+    );
     assert_eq!(std::mem::take(&mut deriver.pending).points.len(), 1);
-    assert_eq!(telemetry.dropped_count(Signal::MetricPoints, "cardinality"), 2);
+    assert_eq!(
+        telemetry.dropped_count(Signal::MetricPoints, "cardinality"),
+        2
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -379,7 +512,11 @@ async fn stage_cap_drops_and_counts() {
     for service in ["a", "b", "c"] {
         let request = traces(service, vec![span(0, 1_000, 1, false)]);
         feed(&mut deriver, &telemetry, OtlpRequest::Traces(request));
-        feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs(service, vec![log(9, "x")])));
+        feed(
+            &mut deriver,
+            &telemetry,
+            OtlpRequest::Logs(logs(service, vec![log(9, "x")])),
+        );
     }
     let batch = close(&mut deriver);
     assert_eq!(batch.stage_windows.len(), 2);
@@ -387,7 +524,11 @@ async fn stage_cap_drops_and_counts() {
     assert_eq!(telemetry.dropped_count(Signal::LogRecords, "max_stages"), 1);
     assert_eq!(batch.logs.len(), 2);
     // The cap is per window.
-    feed(&mut deriver, &telemetry, OtlpRequest::Logs(logs("c", vec![log(9, "x")])));
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Logs(logs("c", vec![log(9, "x")])),
+    );
     assert_eq!(close(&mut deriver).stage_windows[0].stage, "c");
 }
 
@@ -410,7 +551,11 @@ fn severity_classes() {
         (-3, "debug", "DEBUG"),
     ];
     for (number, text, expected) in cases {
-        assert_eq!(SEVERITIES[severity_class(number, text)], expected, "{number} {text:?}");
+        assert_eq!(
+            SEVERITIES[severity_class(number, text)],
+            expected,
+            "{number} {text:?}"
+        );
     }
 }
 
@@ -447,7 +592,9 @@ async fn run_closes_windows_on_the_wall_clock() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(deriver.run(rx, output, stop.clone()));
     let request = traces("svc", vec![span(0, 1_000, 4, false)]);
-    tx.send(admitted(OtlpRequest::Traces(request), &telemetry)).await.unwrap();
+    tx.send(admitted(OtlpRequest::Traces(request), &telemetry))
+        .await
+        .unwrap();
     // Spans alone yield nothing until the window closes at T0 + 10 s.
     let batch = batches.recv().await.unwrap();
     assert_eq!(batch.stage_windows.len(), 1);
@@ -455,9 +602,12 @@ async fn run_closes_windows_on_the_wall_clock() {
     assert_eq!(value_of(&batch, "svc", "span.count", &[]), 1.0);
     assert!(Instant::now() >= started + Duration::from_secs(10));
     // Logs are forwarded as soon as the queue is empty.
-    tx.send(admitted(OtlpRequest::Logs(logs("svc", vec![log(9, "x")])), &telemetry))
-        .await
-        .unwrap();
+    tx.send(admitted(
+        OtlpRequest::Logs(logs("svc", vec![log(9, "x")])),
+        &telemetry,
+    ))
+    .await
+    .unwrap();
     let batch = batches.recv().await.unwrap();
     assert_eq!(batch.logs.len(), 1);
     assert!(batch.stage_windows.is_empty());
@@ -465,7 +615,10 @@ async fn run_closes_windows_on_the_wall_clock() {
     task.await.unwrap();
     let last = batches.recv().await.unwrap();
     assert_eq!(last.stage_windows[0].log_records, 1);
-    assert!(batches.recv().await.is_none(), "output closes when the deriver returns");
+    assert!(
+        batches.recv().await.is_none(),
+        "output closes when the deriver returns"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -475,12 +628,19 @@ async fn shutdown_drains_the_queue_and_flushes_the_open_window() {
         ..SignalsConfig::default()
     };
     let (deriver, telemetry) = deriver_with(config);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(128);
     for i in 0..40 {
         let records = (0..10).map(|j| log(9, &format!("{i}-{j}"))).collect();
-        tx.send(admitted(OtlpRequest::Logs(logs("svc", records)), &telemetry)).await.unwrap();
+        tx.send(admitted(
+            OtlpRequest::Logs(logs("svc", records)),
+            &telemetry,
+        ))
+        .await
+        .unwrap();
         let request = traces("svc", vec![span(i, 1_000, 2, false)]);
-        tx.send(admitted(OtlpRequest::Traces(request), &telemetry)).await.unwrap();
+        tx.send(admitted(OtlpRequest::Traces(request), &telemetry))
+            .await
+            .unwrap();
     }
     assert_eq!(telemetry.queue_depth(), 80);
     // A slow consumer: the deriver's sends wait for it.
@@ -510,12 +670,47 @@ async fn shutdown_drains_the_queue_and_flushes_the_open_window() {
 async fn a_closed_output_counts_drops() {
     let (deriver, telemetry) = deriver();
     let (tx, rx) = mpsc::channel(8);
-    tx.send(admitted(OtlpRequest::Logs(logs("svc", vec![log(9, "x"), log(9, "y")])), &telemetry))
-        .await
-        .unwrap();
+    tx.send(admitted(
+        OtlpRequest::Logs(logs("svc", vec![log(9, "x"), log(9, "y")])),
+        &telemetry,
+    ))
+    .await
+    .unwrap();
     drop(tx);
     let (output, batches) = mpsc::channel(8);
     drop(batches);
     deriver.run(rx, output, CancellationToken::new()).await;
-    assert_eq!(telemetry.dropped_count(Signal::LogRecords, "output_closed"), 2);
+    assert_eq!(
+        telemetry.dropped_count(Signal::LogRecords, "output_closed"),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore]
+async fn tmp_perf_logs() {
+    let (mut deriver, telemetry) = deriver();
+    let make = || {
+        let records = (0..100)
+            .map(|i| {
+                let mut r = log(9, &format!("order {i} enriched with 3 line items in 12 ms"));
+                r.attributes = vec![kv("order.id", &i.to_string())];
+                r.trace_id = vec![7; 16];
+                r.span_id = vec![9; 8];
+                r.severity_text = "INFO".to_owned();
+                r
+            })
+            .collect();
+        OtlpRequest::Logs(logs("svc", records))
+    };
+    let requests: Vec<OtlpRequest> = (0..2000).map(|_| make()).collect();
+    let start = std::time::SystemTime::now();
+    for r in requests {
+        feed(&mut deriver, &telemetry, r);
+        if deriver.pending.logs.len() >= 1000 {
+            std::hint::black_box(std::mem::take(&mut deriver.pending));
+        }
+    }
+    let el = start.elapsed().unwrap();
+    eprintln!("derive: {:.0} logs/s", 200_000.0 / el.as_secs_f64());
 }

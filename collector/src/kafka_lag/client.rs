@@ -17,6 +17,8 @@ use super::protocol::{GroupOffsets, format_address};
 /// partitions, but the consumer never joins the group nor commits, so the group never exists
 /// on the brokers. Excluded from the watched groups anyway.
 pub(crate) const TIMESTAMP_READER_GROUP: &str = "pipewarden-kafka-lag-timestamps";
+/// Largest distance between two wanted offsets of a partition that are read in one pass.
+const MAX_OFFSET_GAP: i64 = 100;
 /// Concurrent short-lived consumers in `per_group` offset mode.
 const PER_GROUP_WORKERS: usize = 8;
 
@@ -200,64 +202,71 @@ impl ClusterClient {
         Ok(result)
     }
 
-    /// Reads the timestamp (Unix ms) of the message at each wanted offset: assigns the
-    /// partitions at those offsets and keeps the first message of each. A partition wanted at
-    /// several offsets is read in several rounds. Stops at the request timeout.
+    /// Reads the timestamp (Unix ms) of the message at each wanted offset (or of the first
+    /// message after it, when that offset holds none).
     ///
-    /// Returns the timestamps found and the number of fetch rounds.
+    /// Wanted offsets of a partition less than [`MAX_OFFSET_GAP`] apart are read in one pass:
+    /// the partition is assigned at the lowest and consumed up to the highest. Each round
+    /// assigns every partition at most once; a partition with offsets far apart takes several
+    /// rounds. Stops at the request timeout.
+    ///
+    /// Returns the timestamps found and the number of rounds.
     pub(crate) fn read_timestamps(
         &self,
         wanted: &BTreeSet<(String, i32, i64)>,
     ) -> Result<(HashMap<(String, i32, i64), i64>, u64), KafkaLagError> {
         let mut found = HashMap::with_capacity(wanted.len());
-        let mut rounds: Vec<BTreeMap<TopicPartition, i64>> = Vec::new();
-        for (topic, partition, offset) in wanted {
-            let key = (topic.clone(), *partition);
-            match rounds.iter_mut().find(|round| !round.contains_key(&key)) {
-                Some(round) => {
-                    round.insert(key, *offset);
-                }
-                None => rounds.push(BTreeMap::from([(key, *offset)])),
-            }
-        }
+        let rounds = plan_timestamp_rounds(wanted);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let round_count = rounds.len() as u64;
         for round in rounds {
             let mut assignment = TopicPartitionList::with_capacity(round.len());
-            for ((topic, partition), offset) in &round {
+            for ((topic, partition), offsets) in &round {
+                let first = offsets.first().copied().unwrap_or(0);
                 assignment
-                    .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .add_partition_offset(topic, *partition, Offset::Offset(first))
                     .map_err(|err| self.request_error("fetch_timestamps", err))?;
             }
             self.timestamps
                 .assign(&assignment)
                 .map_err(|err| self.request_error("fetch_timestamps", err))?;
-            let mut pending = round;
+            // Partition -> (offsets still wanted, ascending, as a stack: lowest last).
+            let mut pending: HashMap<TopicPartition, Vec<i64>> = round
+                .into_iter()
+                .map(|(key, mut offsets)| {
+                    offsets.reverse();
+                    (key, offsets)
+                })
+                .collect();
             while !pending.is_empty() {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     break;
                 }
                 let wait = (deadline - now).min(Duration::from_millis(100));
-                match self.timestamps.poll(wait) {
-                    None => {}
-                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                let message = match self.timestamps.poll(wait) {
+                    None | Some(Err(KafkaError::PartitionEOF(_))) => continue,
                     Some(Err(err)) => {
                         tracing::debug!(cluster = %self.cluster, error = %err, "timestamp read failed");
+                        continue;
                     }
-                    Some(Ok(message)) => {
-                        let key = (message.topic().to_owned(), message.partition());
-                        let Some(&offset) = pending.get(&key) else {
-                            continue;
-                        };
-                        if message.offset() < offset {
-                            continue;
-                        }
-                        pending.remove(&key);
-                        if let Some(ms) = message.timestamp().to_millis() {
-                            found.insert((key.0, key.1, offset), ms);
-                        }
+                    Some(Ok(message)) => message,
+                };
+                let key = (message.topic().to_owned(), message.partition());
+                let Some(offsets) = pending.get_mut(&key) else {
+                    continue;
+                };
+                while let Some(&offset) = offsets.last() {
+                    if offset > message.offset() {
+                        break;
                     }
+                    offsets.pop();
+                    if let Some(ms) = message.timestamp().to_millis() {
+                        found.insert((key.0.clone(), key.1, offset), ms);
+                    }
+                }
+                if offsets.is_empty() {
+                    pending.remove(&key);
                 }
             }
             self.timestamps
@@ -326,5 +335,63 @@ impl ClusterClient {
         drop(committed);
         drop(consumer);
         Ok(offsets)
+    }
+}
+
+/// Splits wanted offsets into rounds: per partition, runs of offsets less than
+/// [`MAX_OFFSET_GAP`] apart; round `k` holds the `k`-th run of every partition.
+fn plan_timestamp_rounds(
+    wanted: &BTreeSet<(String, i32, i64)>,
+) -> Vec<BTreeMap<TopicPartition, Vec<i64>>> {
+    let mut rounds: Vec<BTreeMap<TopicPartition, Vec<i64>>> = Vec::new();
+    let mut current: Option<(TopicPartition, usize)> = None;
+    for (topic, partition, offset) in wanted {
+        let key = (topic.clone(), *partition);
+        let round = match &current {
+            Some((last_key, round)) if *last_key == key => {
+                let run_last = rounds[*round]
+                    .get(&key)
+                    .and_then(|offsets| offsets.last().copied())
+                    .unwrap_or(*offset);
+                if offset - run_last < MAX_OFFSET_GAP {
+                    *round
+                } else {
+                    round + 1
+                }
+            }
+            _ => 0,
+        };
+        if rounds.len() <= round {
+            rounds.push(BTreeMap::new());
+        }
+        rounds[round].entry(key.clone()).or_default().push(*offset);
+        current = Some((key, round));
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_offsets_share_a_pass_and_far_ones_take_another_round() {
+        let wanted: BTreeSet<(String, i32, i64)> = [
+            ("a", 0, 1),
+            ("a", 0, 5),
+            ("a", 0, 500),
+            ("a", 1, 7),
+            ("b", 0, 0),
+        ]
+        .into_iter()
+        .map(|(t, p, o)| (t.to_owned(), p, o))
+        .collect();
+        let rounds = plan_timestamp_rounds(&wanted);
+        assert_eq!(rounds.len(), 2);
+        assert_eq!(rounds[0][&("a".to_owned(), 0)], vec![1, 5]);
+        assert_eq!(rounds[0][&("a".to_owned(), 1)], vec![7]);
+        assert_eq!(rounds[0][&("b".to_owned(), 0)], vec![0]);
+        assert_eq!(rounds[1].len(), 1);
+        assert_eq!(rounds[1][&("a".to_owned(), 0)], vec![500]);
     }
 }

@@ -54,8 +54,9 @@ pub struct KafkaLagConfig {
     /// Most partitions per cluster that get partition-level series and metrics (group totals
     /// are always reported); keeps label and series cardinality bounded. Default 10000.
     pub max_partition_series: usize,
-    /// Most message timestamps read per cluster and tick to measure lag in seconds; partitions
-    /// beyond it get an estimate. Default 1000.
+    /// Most partitions whose message timestamps are read per cluster and tick to measure lag
+    /// in seconds (a timestamp is read once per committed offset, then remembered); partitions
+    /// beyond it get an estimate that tick. Default 1000.
     pub max_timestamp_reads: usize,
 }
 

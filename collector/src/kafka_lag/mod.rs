@@ -19,12 +19,13 @@
 //! | --- | --- |
 //! | Metadata (brokers, topics, partition leaders) | 1 |
 //! | ListGroups + DescribeGroups (members, state) | ≤ 2·B |
-//! | FindCoordinator v4, all groups in one request | 1 |
+//! | FindCoordinator v4, all groups whose coordinator is not known yet in one request (coordinators are remembered until an error says they moved) | 0 or 1 |
 //! | OffsetFetch v8, all groups of a coordinator in one request, every committed partition | C |
 //! | ListOffsets, earliest and latest, all partitions of a leader per request | 2·L |
-//! | Fetch of the message at the committed offset, for lag in seconds | ≈ L per round, only for partitions whose committed offset moved (timestamps are remembered per offset), at most `max_timestamp_reads` per tick |
+//! | Fetch of the message at the committed offset, for lag in seconds | ≈ L per round (librdkafka may split or repeat fetches), only for lagging partitions whose committed offset moved (timestamps are remembered per offset), at most `max_timestamp_reads` partitions per tick; offsets of a partition less than 100 apart share one pass |
 //!
-//! So a tick costs 2 + 2B + C + 2L requests plus the timestamp fetches, whatever the number of
+//! So a steady tick costs 1 + 2B + C + 2L requests (plus one FindCoordinator when new groups
+//! appear, plus the timestamp fetches when committed offsets moved), whatever the number of
 //! groups and partitions. The count of the last tick is the metric
 //! `pipewarden_kafka_requests_per_tick`. FindCoordinator and OffsetFetch are sent by a
 //! minimal protocol client of this module (librdkafka only reads offsets of its own group);

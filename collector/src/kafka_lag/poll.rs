@@ -13,7 +13,7 @@ use super::report::{
     ClusterState, GroupLag, GroupState, LagReport, LagState, PartitionLag, PartitionWindow,
     StatusChange,
 };
-use super::telemetry::{GroupFigures, LagTelemetry, PartitionKey};
+use super::telemetry::{GroupGauges, LagTelemetry, PartitionGauges, PartitionKey};
 use super::verdict::{self, LagStatus, Sample};
 use crate::signal::{SeriesPoint, series_key};
 
@@ -26,6 +26,10 @@ pub const LAG_SECONDS: &str = "kafka.lag_seconds";
 /// group-level error.
 type GroupRead = Result<GroupOffsets, String>;
 
+/// Error codes telling that a group's coordinator moved: COORDINATOR_LOAD_IN_PROGRESS,
+/// COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+const COORDINATOR_ERRORS: [i16; 3] = [14, 15, 16];
+
 /// Polls one cluster and keeps its windows.
 #[derive(Debug)]
 pub(crate) struct ClusterPoller {
@@ -33,10 +37,12 @@ pub(crate) struct ClusterPoller {
     config: Arc<ValidKafkaLagConfig>,
     client: Arc<ClusterClient>,
     wire: WireClient,
+    /// Group -> coordinator address, from FindCoordinator; dropped on coordinator errors.
+    coordinators: HashMap<String, String>,
     state: ClusterState,
     telemetry: LagTelemetry,
-    partition_gauges: BTreeSet<PartitionKey>,
-    group_gauges: BTreeSet<String>,
+    partition_gauges: BTreeMap<PartitionKey, PartitionGauges>,
+    group_gauges: BTreeMap<String, GroupGauges>,
 }
 
 impl ClusterPoller {
@@ -52,16 +58,18 @@ impl ClusterPoller {
             config,
             client: Arc::new(client),
             wire: WireClient::default(),
+            coordinators: HashMap::new(),
             state,
             telemetry,
-            partition_gauges: BTreeSet::new(),
-            group_gauges: BTreeSet::new(),
+            partition_gauges: BTreeMap::new(),
+            group_gauges: BTreeMap::new(),
         }
     }
 
     /// Forgets connections after a failed poll.
     pub(crate) fn reset_connections(&mut self) {
         self.wire.reset();
+        self.coordinators.clear();
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, KafkaLagError>
@@ -89,9 +97,11 @@ impl ClusterPoller {
     /// Polls the cluster once; returns the report and the number of broker requests made.
     pub(crate) async fn poll(&mut self, now_ms: i64) -> Result<(LagReport, u64), KafkaLagError> {
         let mut requests = 0u64;
+        let mut steps = StepTimer::start();
         let metadata = self.blocking(ClusterClient::metadata).await?;
         requests += 1;
         let broker_count = metadata.brokers.len().max(1) as u64;
+        steps.lap("metadata");
         let groups: Vec<GroupDescription> = self
             .blocking(ClusterClient::groups)
             .await?
@@ -101,10 +111,12 @@ impl ClusterPoller {
         // ListGroups to every broker, DescribeGroups to every broker that has groups.
         requests += broker_count + if groups.is_empty() { 0 } else { broker_count };
 
+        steps.lap("groups");
         let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
         let (mut reads, offset_requests) = self.read_committed(&metadata, &names).await?;
         requests += offset_requests;
 
+        steps.lap("offsets");
         // Partitions to watch: every partition of each watched topic a group committed to.
         let mut group_partitions: BTreeMap<String, Vec<TopicPartition>> = BTreeMap::new();
         let mut all_partitions: BTreeSet<TopicPartition> = BTreeSet::new();
@@ -142,6 +154,7 @@ impl ClusterPoller {
             self.blocking(move |client| client.watermarks(&list)).await?
         };
 
+        steps.lap("watermarks");
         // Samples of this poll.
         let window = self.config.source.window_samples;
         let mut samples: BTreeMap<(String, String, i32), Result<Sample, String>> = BTreeMap::new();
@@ -173,6 +186,7 @@ impl ClusterPoller {
 
         // Message timestamps for lag in seconds, unless known from an earlier poll.
         let mut wanted = BTreeSet::new();
+        let mut reading: BTreeSet<(&str, i32)> = BTreeSet::new();
         for ((group, topic, partition), sample) in &samples {
             let Ok(sample) = sample else { continue };
             if sample.lag_messages() == 0 {
@@ -182,7 +196,10 @@ impl ClusterPoller {
             let known = self
                 .window(group, topic, *partition)
                 .is_some_and(|w| w.read_offset == Some(next) && w.read_timestamp_ms.is_some());
-            if !known && wanted.len() < self.config.source.max_timestamp_reads {
+            let room = reading.contains(&(topic.as_str(), *partition))
+                || reading.len() < self.config.source.max_timestamp_reads;
+            if !known && room {
+                reading.insert((topic.as_str(), *partition));
                 wanted.insert((topic.clone(), *partition, next));
             }
         }
@@ -201,7 +218,11 @@ impl ClusterPoller {
             found
         };
 
+        steps.lap("timestamps");
         let report = self.judge(now_ms, &groups, &mut reads, samples, &timestamps, window);
+        steps.lap("judge");
+        tracing::debug!(cluster = %self.cluster.name, requests, steps = %steps, "kafka lag poll");
+        eprintln!("TMPSTEPS {steps}");
         Ok((report, requests))
     }
 
@@ -214,7 +235,6 @@ impl ClusterPoller {
         if groups.is_empty() {
             return Ok((HashMap::new(), 0));
         }
-        let timeout = self.config.source.request_timeout;
         match self.cluster.offset_fetch {
             OffsetFetchMode::PerGroup | OffsetFetchMode::Auto => {
                 let partitions: Vec<TopicPartition> = metadata
@@ -232,54 +252,89 @@ impl ClusterPoller {
                 // Each short-lived consumer: Metadata, FindCoordinator, OffsetFetch.
                 Ok((reads, 3 * groups.len() as u64))
             }
-            OffsetFetchMode::Batched => {
-                let bootstrap = metadata
-                    .brokers
-                    .values()
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| self.request_error("find_coordinator", "no broker known"))?;
-                let coordinators = self
-                    .wire
-                    .find_coordinators(&bootstrap, groups, timeout)
-                    .await
-                    .map_err(|err| self.request_error("find_coordinator", err))?;
-                let mut requests = 1;
-                let mut reads: HashMap<String, GroupRead> = HashMap::new();
-                let mut by_coordinator: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for group in groups {
-                    match coordinators.get(group) {
-                        Some(Ok(coordinator)) => by_coordinator
-                            .entry(coordinator.address.clone())
-                            .or_default()
-                            .push(group.clone()),
-                        Some(Err(code)) => {
-                            reads.insert(group.clone(), Err(format!("coordinator error {code}")));
-                        }
-                        None => {
-                            reads.insert(group.clone(), Err("no coordinator".to_owned()));
-                        }
+            OffsetFetchMode::Batched => self.read_committed_batched(metadata, groups).await,
+        }
+    }
+
+    /// Batched path: FindCoordinator for groups whose coordinator is not known yet (one
+    /// request), then one OffsetFetch per coordinator.
+    async fn read_committed_batched(
+        &mut self,
+        metadata: &ClusterMetadata,
+        groups: &[String],
+    ) -> Result<(HashMap<String, GroupRead>, u64), KafkaLagError> {
+        let timeout = self.config.source.request_timeout;
+        let mut requests = 0;
+        let mut reads: HashMap<String, GroupRead> = HashMap::new();
+        let unknown: Vec<String> = groups
+            .iter()
+            .filter(|g| !self.coordinators.contains_key(*g))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let bootstrap = metadata
+                .brokers
+                .values()
+                .next()
+                .cloned()
+                .ok_or_else(|| self.request_error("find_coordinator", "no broker known"))?;
+            requests += 1;
+            let found = self
+                .wire
+                .find_coordinators(&bootstrap, &unknown, timeout)
+                .await
+                .map_err(|err| self.request_error("find_coordinator", err))?;
+            for group in unknown {
+                match found.get(&group) {
+                    Some(Ok(coordinator)) => {
+                        self.coordinators.insert(group, coordinator.address.clone());
+                    }
+                    Some(Err(code)) => {
+                        reads.insert(group, Err(format!("coordinator error code {code}")));
+                    }
+                    None => {
+                        reads.insert(group, Err("no coordinator".to_owned()));
                     }
                 }
-                for (address, members) in by_coordinator {
-                    requests += 1;
-                    let fetched = self
-                        .wire
-                        .offset_fetch(&address, &members, timeout)
-                        .await
-                        .map_err(|err| self.request_error("offset_fetch", err))?;
-                    for group in members {
-                        let read = match fetched.get(&group) {
-                            Some(Ok(offsets)) => Ok(offsets.clone()),
-                            Some(Err(code)) => Err(format!("offset fetch error {code}")),
-                            None => Err("missing from the offset fetch answer".to_owned()),
-                        };
-                        reads.insert(group, read);
-                    }
-                }
-                Ok((reads, requests))
             }
         }
+        let mut by_coordinator: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for group in groups {
+            if let Some(address) = self.coordinators.get(group) {
+                by_coordinator
+                    .entry(address.clone())
+                    .or_default()
+                    .push(group.clone());
+            }
+        }
+        for (address, members) in by_coordinator {
+            requests += 1;
+            let fetched = match self.wire.offset_fetch(&address, &members, timeout).await {
+                Ok(fetched) => fetched,
+                Err(err) => {
+                    // The coordinator may have moved: look it up again next poll.
+                    self.coordinators.retain(|_, a| *a != address);
+                    return Err(self.request_error("offset_fetch", err));
+                }
+            };
+            for group in members {
+                let read = match fetched.get(&group) {
+                    Some(Ok(offsets)) => Ok(offsets.clone()),
+                    Some(Err(code)) => {
+                        if COORDINATOR_ERRORS.contains(code) {
+                            self.coordinators.remove(&group);
+                        }
+                        Err(format!("offset fetch error code {code}"))
+                    }
+                    None => Err("missing from the offset fetch answer".to_owned()),
+                };
+                reads.insert(group, read);
+            }
+        }
+        // Forget coordinators of groups that are gone.
+        let watched: BTreeSet<&String> = groups.iter().collect();
+        self.coordinators.retain(|group, _| watched.contains(group));
+        Ok((reads, requests))
     }
 
     fn window(&self, group: &str, topic: &str, partition: i32) -> Option<&PartitionWindow> {
@@ -393,11 +448,17 @@ impl ClusterPoller {
                     let messages = sample.lag_messages();
                     lag_messages += messages;
                     lag_seconds = lag_seconds.max(seconds);
-                    let with_series = self.partition_gauges.contains(&key)
-                        || self.partition_gauges.len() < max_partition_series;
-                    if with_series {
-                        self.partition_gauges.insert(key.clone());
-                        self.telemetry.partition(&key, messages, seconds);
+                    let gauges = match self.partition_gauges.get(&key) {
+                        Some(gauges) => Some(gauges),
+                        None if self.partition_gauges.len() < max_partition_series => {
+                            let gauges = self.telemetry.partition_gauges(&key);
+                            Some(&*self.partition_gauges.entry(key.clone()).or_insert(gauges))
+                        }
+                        None => None,
+                    };
+                    if let Some(gauges) = gauges {
+                        gauges.lag_messages.set(messages);
+                        gauges.lag_seconds.set(seconds);
                         let attributes = vec![
                             ("partition".to_owned(), partition.to_string()),
                             ("topic".to_owned(), topic.clone()),
@@ -438,17 +499,16 @@ impl ClusterPoller {
                 });
             }
             group_state.status = Some(worst);
-            self.telemetry.group(
-                &cluster,
-                group,
-                GroupFigures {
-                    lag_messages,
-                    lag_seconds,
-                    status_code: worst.code(),
-                    members: i64::try_from(description.members).unwrap_or(i64::MAX),
-                },
-            );
-            self.group_gauges.insert(group.clone());
+            let gauges = self
+                .group_gauges
+                .entry(group.clone())
+                .or_insert_with(|| self.telemetry.group_gauges(&cluster, group));
+            gauges.lag_messages.set(lag_messages);
+            gauges.lag_seconds.set(lag_seconds);
+            gauges.status.set(worst.code());
+            gauges
+                .members
+                .set(i64::try_from(description.members).unwrap_or(i64::MAX));
             group_lags.push(GroupLag {
                 cluster: cluster.clone(),
                 group: group.clone(),
@@ -465,10 +525,8 @@ impl ClusterPoller {
         // Forget gauges of groups and partitions that are gone.
         let gone: Vec<PartitionKey> = self
             .partition_gauges
-            .iter()
-            .filter(|key| {
-                !live_partitions.contains(*key) && !new_state_keeps(&new_state, key)
-            })
+            .keys()
+            .filter(|key| !live_partitions.contains(*key) && !new_state_keeps(&new_state, key))
             .cloned()
             .collect();
         for key in gone {
@@ -477,7 +535,7 @@ impl ClusterPoller {
         }
         let gone_groups: Vec<String> = self
             .group_gauges
-            .iter()
+            .keys()
             .filter(|g| !new_state.groups.contains_key(*g))
             .cloned()
             .collect();
@@ -564,6 +622,39 @@ fn push_points(
             timestamp_ms,
             value,
         });
+    }
+}
+
+/// Wall time of each step of a poll, for the debug log.
+struct StepTimer {
+    last: tokio::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl StepTimer {
+    fn start() -> Self {
+        Self {
+            last: tokio::time::Instant::now(),
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    fn lap(&mut self, step: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.laps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StepTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, elapsed)) in self.laps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{step}={}ms", elapsed.as_millis())?;
+        }
+        Ok(())
     }
 }
 

@@ -166,15 +166,18 @@ impl LagTelemetry {
         }
     }
 
-    pub(crate) fn group(&self, cluster: &str, group: &str, lag: GroupFigures) {
+    /// Returns the gauges of a group (created on first use; keep them to skip the lookups).
+    pub(crate) fn group_gauges(&self, cluster: &str, group: &str) -> GroupGauges {
         let labels = GroupLabels {
             cluster: cluster.to_owned(),
             group: group.to_owned(),
         };
-        self.group_lag_messages.get_or_create(&labels).set(lag.lag_messages);
-        self.group_lag_seconds.get_or_create(&labels).set(lag.lag_seconds);
-        self.group_status.get_or_create(&labels).set(lag.status_code);
-        self.group_members.get_or_create(&labels).set(lag.members);
+        GroupGauges {
+            lag_messages: self.group_lag_messages.get_or_create(&labels).clone(),
+            lag_seconds: self.group_lag_seconds.get_or_create(&labels).clone(),
+            status: self.group_status.get_or_create(&labels).clone(),
+            members: self.group_members.get_or_create(&labels).clone(),
+        }
     }
 
     pub(crate) fn remove_group(&self, cluster: &str, group: &str) {
@@ -188,10 +191,13 @@ impl LagTelemetry {
         self.group_members.remove(&labels);
     }
 
-    pub(crate) fn partition(&self, key: &PartitionKey, lag_messages: i64, lag_seconds: f64) {
+    /// Returns the gauges of a partition (created on first use; keep them).
+    pub(crate) fn partition_gauges(&self, key: &PartitionKey) -> PartitionGauges {
         let labels = key.labels();
-        self.partition_lag_messages.get_or_create(&labels).set(lag_messages);
-        self.partition_lag_seconds.get_or_create(&labels).set(lag_seconds);
+        PartitionGauges {
+            lag_messages: self.partition_lag_messages.get_or_create(&labels).clone(),
+            lag_seconds: self.partition_lag_seconds.get_or_create(&labels).clone(),
+        }
     }
 
     pub(crate) fn remove_partition(&self, key: &PartitionKey) {
@@ -201,13 +207,20 @@ impl LagTelemetry {
     }
 }
 
-/// Figures of one group for its gauges.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GroupFigures {
-    pub(crate) lag_messages: i64,
-    pub(crate) lag_seconds: f64,
-    pub(crate) status_code: i64,
-    pub(crate) members: i64,
+/// The gauges of one group.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupGauges {
+    pub(crate) lag_messages: Gauge,
+    pub(crate) lag_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) status: Gauge,
+    pub(crate) members: Gauge,
+}
+
+/// The gauges of one partition of one group.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionGauges {
+    pub(crate) lag_messages: Gauge,
+    pub(crate) lag_seconds: Gauge<f64, AtomicU64>,
 }
 
 /// Identity of a partition-level gauge.

@@ -180,12 +180,28 @@ mod tests {
         assert_eq!(span.span_id.len(), 8);
         assert!(span.parent_span_id.is_empty());
         assert_eq!(span.kind, 5);
-        assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 250_000_000);
+        assert_eq!(
+            span.end_time_unix_nano - span.start_time_unix_nano,
+            250_000_000
+        );
         assert_eq!(span.status.as_ref().unwrap().code, 2);
-        let batch_size = span.attributes[1].value.as_ref().unwrap().value.as_ref().unwrap();
+        let batch_size = span.attributes[1]
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+            .as_ref()
+            .unwrap();
         assert_eq!(batch_size, &Value::IntValue(100));
-        let pid = &request.resource_spans[0].resource.as_ref().unwrap().attributes[2];
-        assert_eq!(pid.value.as_ref().unwrap().value, Some(Value::IntValue(4242)));
+        let pid = &request.resource_spans[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes[2];
+        assert_eq!(
+            pid.value.as_ref().unwrap().value,
+            Some(Value::IntValue(4242))
+        );
     }
 
     #[test]
@@ -198,11 +214,17 @@ mod tests {
         let Some(Data::Gauge(gauge)) = &metrics[0].data else {
             panic!("gauge expected")
         };
-        assert_eq!(gauge.data_points[0].value, Some(number_data_point::Value::AsInt(17)));
+        assert_eq!(
+            gauge.data_points[0].value,
+            Some(number_data_point::Value::AsInt(17))
+        );
         let Some(Data::Sum(sum)) = &metrics[1].data else {
             panic!("sum expected")
         };
-        assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(12.5)));
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(12.5))
+        );
         let Some(Data::Histogram(histogram)) = &metrics[2].data else {
             panic!("histogram expected")
         };
@@ -222,17 +244,24 @@ mod tests {
     #[test]
     fn json_with_wrong_types_names_the_field() {
         let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"fast"}]}]}]}"#;
-        let err = decode_request(SignalKind::Traces, Encoding::Json, Bytes::from(body)).unwrap_err();
+        let err =
+            decode_request(SignalKind::Traces, Encoding::Json, Bytes::from(body)).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("invalid OTLP/JSON traces request: "), "{text}");
-        assert!(text.contains("resourceSpans[0].scopeSpans[0].spans[0].kind"), "{text}");
+        assert!(
+            text.starts_with("invalid OTLP/JSON traces request: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("resourceSpans[0].scopeSpans[0].spans[0].kind"),
+            "{text}"
+        );
 
         let body = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zz"}]}]}]}"#;
         let err = decode_request(SignalKind::Logs, Encoding::Json, Bytes::from(body)).unwrap_err();
         assert!(err.to_string().contains("logRecords[0].traceId"), "{err}");
 
-        let err = decode_request(SignalKind::Metrics, Encoding::Json, Bytes::from("{} x"))
-            .unwrap_err();
+        let err =
+            decode_request(SignalKind::Metrics, Encoding::Json, Bytes::from("{} x")).unwrap_err();
         assert!(err.to_string().contains("trailing characters"), "{err}");
     }
 
@@ -240,11 +269,17 @@ mod tests {
     fn malformed_protobuf_names_the_problem() {
         let mut body = traces("svc", vec![span(0, 1_000, 5, false)]).encode_to_vec();
         body.truncate(body.len() - 3);
-        let err = decode_request(SignalKind::Traces, Encoding::Protobuf, Bytes::from(body))
-            .unwrap_err();
+        let err =
+            decode_request(SignalKind::Traces, Encoding::Protobuf, Bytes::from(body)).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("invalid OTLP/protobuf traces request: "), "{text}");
-        assert!(text.contains("ExportTraceServiceRequest.resource_spans"), "{text}");
+        assert!(
+            text.starts_with("invalid OTLP/protobuf traces request: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("ExportTraceServiceRequest.resource_spans"),
+            "{text}"
+        );
     }
 
     #[test]

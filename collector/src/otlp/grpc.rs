@@ -158,7 +158,10 @@ fn decode_errors_as_invalid_argument<B>(mut response: http::Response<B>) -> http
             || message.starts_with(b"failed%20to%20decode%20Protobuf%20message")
     });
     if is_internal && is_decode_error {
-        headers.insert("grpc-status", HeaderValue::from(Code::InvalidArgument as i32));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(Code::InvalidArgument as i32),
+        );
     }
     response
 }
@@ -180,10 +183,16 @@ mod tests {
         let mut bad = span(9, 1_000, 1, false);
         bad.span_id = vec![1, 2, 3];
         let request = traces("svc", vec![span(0, 1_000, 5, false), bad]);
-        let response = TraceService::export(&service, Request::new(request)).await.unwrap();
+        let response = TraceService::export(&service, Request::new(request))
+            .await
+            .unwrap();
         let partial = response.into_inner().partial_success.unwrap();
         assert_eq!(partial.rejected_spans, 1);
-        assert!(partial.error_message.contains("span_id"), "{}", partial.error_message);
+        assert!(
+            partial.error_message.contains("span_id"),
+            "{}",
+            partial.error_message
+        );
         assert_eq!(rx.try_recv().unwrap().request.item_count(), 1);
         assert_eq!(
             telemetry.request_count(Transport::Grpc, Signal::Spans, Outcome::Partial),
@@ -191,10 +200,14 @@ mod tests {
         );
 
         let request = logs("svc", vec![log(9, "a")]);
-        let response = LogsService::export(&service, Request::new(request)).await.unwrap();
+        let response = LogsService::export(&service, Request::new(request))
+            .await
+            .unwrap();
         assert_eq!(response.into_inner().partial_success, None);
         let request = metrics("svc", vec![gauge("g", vec![gauge_point(vec![], 1.0)])]);
-        let response = MetricsService::export(&service, Request::new(request)).await.unwrap();
+        let response = MetricsService::export(&service, Request::new(request))
+            .await
+            .unwrap();
         assert_eq!(response.into_inner().partial_success, None);
         assert_eq!(telemetry.accepted_count(Signal::LogRecords), 1);
         assert_eq!(telemetry.accepted_count(Signal::MetricPoints), 1);
@@ -206,22 +219,34 @@ mod tests {
         let size = request.encoded_len() as u32;
         let (intake, _rx, telemetry) = intake(size, 8);
         let service = OtlpGrpc::new(intake);
-        LogsService::export(&service, Request::new(request.clone())).await.unwrap();
-        let status = LogsService::export(&service, Request::new(request)).await.unwrap_err();
+        LogsService::export(&service, Request::new(request.clone()))
+            .await
+            .unwrap();
+        let status = LogsService::export(&service, Request::new(request))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
         let retry = status.get_details_retry_info().expect("RetryInfo detail");
         assert_eq!(retry.retry_delay, Some(Duration::from_secs(2)));
-        assert_eq!(telemetry.refused_count(Signal::LogRecords, "backpressure"), 2);
+        assert_eq!(
+            telemetry.refused_count(Signal::LogRecords, "backpressure"),
+            2
+        );
     }
 
     #[test]
     fn decode_failures_become_invalid_argument() {
-        let status = Status::internal("failed to decode Protobuf message: Span.trace_id: buffer underflow");
+        let status =
+            Status::internal("failed to decode Protobuf message: Span.trace_id: buffer underflow");
         let response = decode_errors_as_invalid_argument(status.into_http::<()>());
         assert_eq!(response.headers()["grpc-status"], "3");
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("Span.trace_id"), "{}", status.message());
+        assert!(
+            status.message().contains("Span.trace_id"),
+            "{}",
+            status.message()
+        );
 
         let other = Status::internal("something else").into_http::<()>();
         let response = decode_errors_as_invalid_argument(other);

@@ -249,7 +249,9 @@ fn export_response(kind: SignalKind, encoding: Encoding, accepted: &Accepted) ->
             // int64 fields are strings in OTLP/JSON.
             partial.insert(field.to_owned(), accepted.rejected.to_string().into());
             partial.insert("errorMessage".to_owned(), accepted.message.clone().into());
-            serde_json::json!({ "partialSuccess": partial }).to_string().into_bytes()
+            serde_json::json!({ "partialSuccess": partial })
+                .to_string()
+                .into_bytes()
         }
     };
     ([(CONTENT_TYPE, encoding.content_type())], body).into_response()
@@ -306,7 +308,9 @@ mod tests {
     }
 
     async fn body_of(response: Response) -> Bytes {
-        axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap()
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
     }
 
     fn status_of(body: &[u8]) -> tonic_types::pb::Status {
@@ -349,7 +353,10 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(body_of(response).await, "{}");
-        assert!(matches!(rx.try_recv().unwrap().request, OtlpRequest::Logs(_)));
+        assert!(matches!(
+            rx.try_recv().unwrap().request,
+            OtlpRequest::Logs(_)
+        ));
     }
 
     #[tokio::test]
@@ -377,7 +384,13 @@ mod tests {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let status = status_of(&body_of(response).await);
         assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
-        assert!(status.message.starts_with("failed to read the request body"), "{}", status.message);
+        assert!(
+            status
+                .message
+                .starts_with("failed to read the request body"),
+            "{}",
+            status.message
+        );
     }
 
     #[tokio::test]
@@ -391,7 +404,13 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let status = status_of(&body_of(response).await);
-        assert!(status.message.contains("ExportTraceServiceRequest.resource_spans"), "{}", status.message);
+        assert!(
+            status
+                .message
+                .contains("ExportTraceServiceRequest.resource_spans"),
+            "{}",
+            status.message
+        );
         assert_eq!(
             telemetry.request_count(Transport::Http, Signal::Spans, Outcome::Invalid),
             1
@@ -411,7 +430,10 @@ mod tests {
         let status: serde_json::Value = serde_json::from_slice(&body_of(response).await).unwrap();
         assert_eq!(status["code"], 3);
         let message = status["message"].as_str().unwrap();
-        assert!(message.contains("resourceMetrics[0].scopeMetrics[0].metrics[0].name"), "{message}");
+        assert!(
+            message.contains("resourceMetrics[0].scopeMetrics[0].metrics[0].name"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
@@ -442,7 +464,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(status_of(&body_of(response).await).code, tonic::Code::ResourceExhausted as i32);
+        assert_eq!(
+            status_of(&body_of(response).await).code,
+            tonic::Code::ResourceExhausted as i32
+        );
 
         // Small when compressed, too big once decompressed.
         let zeros = vec![0u8; 10_000];
@@ -457,7 +482,9 @@ mod tests {
 
         // Too big as sent, small enough once decompressed: only the limit on the bytes as
         // sent catches it (decoding 60 bytes of noise would answer 400).
-        let noise: Vec<u8> = (0..60u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..60u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let compressed = gzip(&noise);
         assert!(compressed.len() > 64, "{}", compressed.len());
         let mut request = post("/v1/traces", "application/x-protobuf", compressed);
@@ -513,9 +540,16 @@ mod tests {
         let answer = ExportLogsServiceResponse::decode(body_of(response).await).unwrap();
         let partial = answer.partial_success.unwrap();
         assert_eq!(partial.rejected_log_records, 2);
-        assert!(partial.error_message.contains("trace_id"), "{}", partial.error_message);
+        assert!(
+            partial.error_message.contains("trace_id"),
+            "{}",
+            partial.error_message
+        );
         assert_eq!(telemetry.accepted_count(Signal::LogRecords), 1);
-        assert_eq!(telemetry.refused_count(Signal::LogRecords, "invalid_trace_id"), 2);
+        assert_eq!(
+            telemetry.refused_count(Signal::LogRecords, "invalid_trace_id"),
+            2
+        );
 
         let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
         let response = router(intake)
@@ -525,7 +559,12 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         let answer: serde_json::Value = serde_json::from_slice(&body_of(response).await).unwrap();
         assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1");
-        assert!(answer["partialSuccess"]["errorMessage"].as_str().unwrap().contains("trace_id"));
+        assert!(
+            answer["partialSuccess"]["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("trace_id")
+        );
     }
 
     #[tokio::test]
@@ -536,7 +575,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let request = Request::builder().uri("/v1/traces").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/v1/traces")
+            .body(Body::empty())
+            .unwrap();
         let response = router(intake).oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -559,7 +601,11 @@ mod tests {
         stream.write_all(&body).await.unwrap();
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
         assert_eq!(rx.recv().await.unwrap().request.item_count(), 3);
         stop.cancel();
         server.await.unwrap().unwrap();

@@ -210,7 +210,10 @@ impl Rejections {
     }
 
     fn iter(&self) -> impl Iterator<Item = (Rejection, u64)> + '_ {
-        Rejection::ALL.into_iter().zip(self.0).filter(|(_, n)| *n > 0)
+        Rejection::ALL
+            .into_iter()
+            .zip(self.0)
+            .filter(|(_, n)| *n > 0)
     }
 
     fn message(&self, signal: Signal) -> String {
@@ -220,7 +223,12 @@ impl Rejections {
                 message.push_str("; ");
             }
             // Writing into a String cannot fail.
-            let _ = write!(message, "{n} {} rejected: {}", signal.as_str(), rejection.describe(signal));
+            let _ = write!(
+                message,
+                "{n} {} rejected: {}",
+                signal.as_str(),
+                rejection.describe(signal)
+            );
         }
         message
     }
@@ -248,7 +256,11 @@ fn screen(request: &mut OtlpRequest) -> Rejections {
                 }
             }
             if rejections.total() > 0 {
-                for scope in request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans) {
+                for scope in request
+                    .resource_spans
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_spans)
+                {
                     scope.spans.retain(|span| span_rejection(span).is_none());
                 }
             }
@@ -265,7 +277,11 @@ fn screen(request: &mut OtlpRequest) -> Rejections {
                 }
             }
             if rejections.total() > 0 {
-                for scope in request.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs) {
+                for scope in request
+                    .resource_logs
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_logs)
+                {
                     scope
                         .log_records
                         .retain(|r| log_rejection(&r.trace_id, &r.span_id).is_none());
@@ -280,14 +296,21 @@ fn screen(request: &mut OtlpRequest) -> Rejections {
                 .flat_map(|s| &s.metrics);
             for metric in metrics {
                 if metric.name.is_empty() {
-                    rejections.add(Rejection::EmptyMetricName, metric_point_count(metric) as u64);
+                    rejections.add(
+                        Rejection::EmptyMetricName,
+                        metric_point_count(metric) as u64,
+                    );
                 } else if let Some(points) = number_points(metric) {
                     let missing = points.iter().filter(|p| p.value.is_none()).count();
                     rejections.add(Rejection::MissingValue, missing as u64);
                 }
             }
             if rejections.total() > 0 {
-                for scope in request.resource_metrics.iter_mut().flat_map(|r| &mut r.scope_metrics) {
+                for scope in request
+                    .resource_metrics
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_metrics)
+                {
                     scope.metrics.retain(|m| !m.name.is_empty());
                     for metric in &mut scope.metrics {
                         match &mut metric.data {
@@ -504,7 +527,9 @@ impl Intake {
         let permit = match self.reserve(bytes, deadline).await {
             Some(permit) => permit,
             None => {
-                inner.telemetry.refused(signal, Refusal::Budget.reason(), items);
+                inner
+                    .telemetry
+                    .refused(signal, Refusal::Budget.reason(), items);
                 return Err(Refusal::Budget);
             }
         };
@@ -517,10 +542,14 @@ impl Intake {
             })
         } else {
             let wait = deadline.saturating_duration_since(Instant::now());
-            inner.queue.send_timeout(admitted, wait).await.map_err(|err| match err {
-                SendTimeoutError::Timeout(_) => Refusal::QueueFull,
-                SendTimeoutError::Closed(_) => Refusal::ShuttingDown,
-            })
+            inner
+                .queue
+                .send_timeout(admitted, wait)
+                .await
+                .map_err(|err| match err {
+                    SendTimeoutError::Timeout(_) => Refusal::QueueFull,
+                    SendTimeoutError::Closed(_) => Refusal::ShuttingDown,
+                })
         };
         if let Err(refusal) = sent {
             inner.telemetry.queue_depth_add(-1);
@@ -538,7 +567,10 @@ impl Intake {
             Err(_) if inner.backpressure_wait.is_zero() => return None,
             Err(_) => {
                 let acquire = inner.budget.clone().acquire_many_owned(bytes);
-                tokio::time::timeout_at(deadline, acquire).await.ok()?.ok()?
+                tokio::time::timeout_at(deadline, acquire)
+                    .await
+                    .ok()?
+                    .ok()?
             }
         };
         inner.telemetry.inflight_bytes_add(i64::from(bytes));
@@ -717,14 +749,28 @@ mod tests {
         let mut zero_span = span(2, 1_000, 5, false);
         zero_span.span_id = vec![0; 8];
         let request = traces("svc", vec![span(0, 1_000, 5, false), bad_trace, zero_span]);
-        let accepted = intake.admit(OtlpRequest::Traces(request), 100).await.unwrap();
+        let accepted = intake
+            .admit(OtlpRequest::Traces(request), 100)
+            .await
+            .unwrap();
         assert_eq!(accepted.rejected, 2);
-        assert!(accepted.message.contains("trace_id must be 16 bytes"), "{}", accepted.message);
-        assert!(accepted.message.contains("span_id must be 8 bytes"), "{}", accepted.message);
+        assert!(
+            accepted.message.contains("trace_id must be 16 bytes"),
+            "{}",
+            accepted.message
+        );
+        assert!(
+            accepted.message.contains("span_id must be 8 bytes"),
+            "{}",
+            accepted.message
+        );
         let admitted = rx.try_recv().unwrap();
         assert_eq!(admitted.request.item_count(), 1);
         assert_eq!(telemetry.accepted_count(Signal::Spans), 1);
-        assert_eq!(telemetry.refused_count(Signal::Spans, "invalid_trace_id"), 1);
+        assert_eq!(
+            telemetry.refused_count(Signal::Spans, "invalid_trace_id"),
+            1
+        );
         assert_eq!(telemetry.refused_count(Signal::Spans, "invalid_span_id"), 1);
         assert_eq!(telemetry.inflight_bytes(), 100);
         assert_eq!(telemetry.queue_depth(), 1);
@@ -744,11 +790,20 @@ mod tests {
                 gauge("", vec![gauge_point(vec![], 1.0), gauge_point(vec![], 2.0)]),
             ],
         );
-        let accepted = intake.admit(OtlpRequest::Metrics(request), 10).await.unwrap();
+        let accepted = intake
+            .admit(OtlpRequest::Metrics(request), 10)
+            .await
+            .unwrap();
         assert_eq!(accepted.rejected, 3);
         assert_eq!(rx.try_recv().unwrap().request.item_count(), 1);
-        assert_eq!(telemetry.refused_count(Signal::MetricPoints, "missing_value"), 1);
-        assert_eq!(telemetry.refused_count(Signal::MetricPoints, "empty_metric_name"), 2);
+        assert_eq!(
+            telemetry.refused_count(Signal::MetricPoints, "missing_value"),
+            1
+        );
+        assert_eq!(
+            telemetry.refused_count(Signal::MetricPoints, "empty_metric_name"),
+            2
+        );
     }
 
     #[tokio::test]
@@ -791,7 +846,10 @@ mod tests {
         let (intake, _rx, telemetry) = intake(1 << 20, 1);
         let request = OtlpRequest::Logs(logs("svc", vec![log(9, "a")]));
         intake.admit(request.clone(), 10).await.unwrap();
-        assert_eq!(intake.admit(request, 10).await.unwrap_err(), Refusal::QueueFull);
+        assert_eq!(
+            intake.admit(request, 10).await.unwrap_err(),
+            Refusal::QueueFull
+        );
         assert_eq!(telemetry.refused_count(Signal::LogRecords, "queue_full"), 1);
         // The refused request's bytes went back.
         assert_eq!(telemetry.inflight_bytes(), 10);

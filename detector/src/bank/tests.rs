@@ -131,6 +131,64 @@ fn level_shift_alerts_then_adapts() {
 }
 
 #[test]
+fn stuck_value_in_a_varying_series_alerts_but_a_usual_resting_value_does_not() {
+    let mut bank = bank();
+    let mut values: Vec<f64> = gaussian_noise(13, 600)
+        .iter()
+        .map(|x| 50.0 + 3.0 * x)
+        .collect();
+    values.extend(std::iter::repeat_n(51.25, 60));
+    let points = observe_all(&mut bank, "frozen", &values);
+    let first_alert = (600..660)
+        .find(|&i| points[i].is_anomaly)
+        .expect("stuck value alerts");
+    assert!((620..=630).contains(&first_alert), "{first_alert}");
+
+    // Bursts separated by idle stretches at zero of varying length: zero is a usual value.
+    let mut bursty = Vec::new();
+    for burst in 0..40 {
+        bursty.extend(std::iter::repeat_n(0.0, 10 + (burst * 7) % 50));
+        bursty.extend((0..5).map(|i| 100.0 + f64::from(i)));
+    }
+    let points = observe_all(&mut bank, "bursty", &bursty);
+    let idle_alerts = points
+        .iter()
+        .zip(&bursty)
+        .filter(|(p, v)| p.is_anomaly && **v == 0.0);
+    assert_eq!(idle_alerts.count(), 0);
+}
+
+#[test]
+fn daily_pattern_is_learnt_and_an_off_hours_surge_alerts() {
+    let mut bank = bank();
+    let step_ms = 300_000; // 5 minutes: 288 points a day
+    let noise = gaussian_noise(17, 288 * 8);
+    let mut values: Vec<f64> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let hour = (i % 288) / 12;
+            (if (8..18).contains(&hour) { 80.0 } else { 20.0 }) + 2.0 * x
+        })
+        .collect();
+    // Day 7, 3 a.m.: daytime traffic at night (well inside the range the series visits daily).
+    let surge = 288 * 7 + 36;
+    for value in &mut values[surge..surge + 6] {
+        *value += 60.0;
+    }
+    let points: Vec<ScoredPoint> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &value)| bank.observe("daily", i as i64 * step_ms, value))
+        .collect();
+    assert!(points[surge].is_anomaly, "{:?}", points[surge]);
+    assert_eq!(points[surge].explanation.direction, Direction::Up);
+    // Once the profile is on (from day 2), the daily transitions stop alerting.
+    let late_alerts: Vec<usize> = (288 * 3..surge).filter(|&i| points[i].is_anomaly).collect();
+    assert!(late_alerts.is_empty(), "{late_alerts:?}");
+}
+
+#[test]
 fn warmup_points_score_zero_and_never_alert() {
     let mut bank = SeriesBank::new(SeriesBank::params().alert_threshold(0.0).check().unwrap());
     let warmup = bank.hyperparams().model().warmup_points();

@@ -55,6 +55,16 @@ pub struct RobustBaseline {
     records: Option<RecordEnvelope>,
     /// Long-term mean of the window spread.
     long_spread: f64,
+    /// Per-point decay of the tail histogram and of the records.
+    tail_keep: f64,
+    record_keep: f64,
+    /// The last finite value, how many times in a row it came, and the longest recent run
+    /// (decaying like the records).
+    last_value: Option<f64>,
+    run: u32,
+    longest_run: f64,
+    /// Whether the value of the current run was frequent in the window when the run started.
+    run_value_usual: bool,
     /// Consecutive strong deviations on one side (sign carried), towards a level shift.
     shift_run: i64,
 }
@@ -86,6 +96,8 @@ impl RobustBaseline {
         RobustBaseline {
             window: RobustWindow::new(params.window_points),
             season: None,
+            tail_keep: 0.5f64.powf(1.0 / params.tail_half_life_points),
+            record_keep: 0.5f64.powf(1.0 / params.record_half_life_points),
             params,
             ewma_level: None,
             absorbed: 0,
@@ -95,6 +107,10 @@ impl RobustBaseline {
             tail: TailHistogram::new(),
             records: None,
             long_spread: 0.0,
+            last_value: None,
+            run: 0,
+            longest_run: 0.0,
+            run_value_usual: false,
             shift_run: 0,
         }
     }
@@ -201,7 +217,7 @@ impl RobustBaseline {
         let offset = self
             .season
             .as_ref()
-            .map_or(0.0, |season| season.offset(timestamp_ms));
+            .map_or(0.0, |season| season.offset(season.bin(timestamp_ms)));
         let scale = stats
             .spread
             .max(self.params.long_spread_floor * self.long_spread)
@@ -228,7 +244,8 @@ impl RobustBaseline {
         };
         let departure = deseasonalised - level;
         let raw_z = departure / expectation.scale;
-        let mut z = raw_z.abs() / self.tail_inflation(raw_z);
+        let inflation = self.tail_inflation(raw_z);
+        let mut z = raw_z.abs() / inflation;
         if let Some(records) = &self.records {
             let excess =
                 records.excess(deseasonalised, RECORD_MIN_RANGE_SCALES * expectation.scale);
@@ -236,16 +253,12 @@ impl RobustBaseline {
                 z = z.max(Z_FLOOR + excess * self.params.record_gain);
             }
         }
-        // The deviation carries the final z through its scale: |departure| / scale = z.
-        let scale = if z > 0.0 {
-            departure.abs() / z
-        } else {
-            expectation.scale
-        };
+        z = z.max(self.stuck_z(value, deseasonalised));
         let deviation = Deviation {
             actual: value,
             typical: level + expectation.offset,
-            scale,
+            scale: expectation.scale * inflation,
+            z,
         };
         (deviation, raw_z)
     }
@@ -269,18 +282,27 @@ impl RobustBaseline {
         self.since_window_reset += 1;
         let offset = expectation.map_or(0.0, |expectation| expectation.offset);
         let deseasonalised = value - offset;
+        self.longest_run *= self.record_keep;
+        if self.last_value == Some(value) {
+            self.run = self.run.saturating_add(1);
+        } else {
+            self.longest_run = self.longest_run.max(f64::from(self.run));
+            self.run = 1;
+            self.last_value = Some(value);
+            self.run_value_usual = self.window.is_usual(deseasonalised);
+        }
 
         let mut shift_confirmed = false;
         if let Some(raw_z) = raw_z {
             let calibrated_z = raw_z / self.tail_inflation(raw_z);
             if self.params.tail_quantile > 0.0 {
-                self.tail.learn(raw_z, self.params.tail_half_life_points);
+                self.tail
+                    .learn(raw_z, self.tail_keep, self.params.tail_quantile);
             }
             shift_confirmed = self.track_shift(calibrated_z);
         }
         if let Some(expectation) = expectation {
-            let weight = (std::f64::consts::LN_2 / self.params.tail_half_life_points)
-                .max(1.0 / self.since_window_reset as f64);
+            let weight = (1.0 - self.tail_keep).max(1.0 / self.since_window_reset as f64);
             self.long_spread += weight * (expectation.stats.spread - self.long_spread);
         }
 
@@ -306,10 +328,10 @@ impl RobustBaseline {
         self.window.push(deseasonalised);
         if self.params.record_gain > 0.0 {
             let median = expectation.map_or(deseasonalised, |e| e.stats.median);
-            let half_life = self.params.record_half_life_points;
+            let keep = self.record_keep;
             self.records
                 .get_or_insert_with(|| RecordEnvelope::new(deseasonalised))
-                .learn(deseasonalised, median, half_life);
+                .learn(deseasonalised, median, keep);
         }
 
         if shift_confirmed {
@@ -318,9 +340,40 @@ impl RobustBaseline {
         self.learn_season(timestamp_ms, value);
     }
 
+    /// Returns the raw score of a run of identical values ending with `value`: 0 until the run
+    /// reaches `max(stuck_min_points, 2 x the longest recent run)` in a series that varies, then
+    /// 6 (an alert) growing by 3 per further threshold's worth of points.
+    fn stuck_z(&self, value: f64, deseasonalised: f64) -> f64 {
+        let min_points = self.params.stuck_min_points as f64;
+        if min_points == 0.0
+            || self.long_spread <= 0.0
+            || self.since_window_reset <= RECORD_MIN_POINTS
+        {
+            return 0.0;
+        }
+        let continues = self.last_value == Some(value);
+        // A series resting at a usual value (zero traffic, idle CPU) is quiet, not stuck.
+        let usual = if continues {
+            self.run_value_usual
+        } else {
+            self.window.is_usual(deseasonalised)
+        };
+        if usual {
+            return 0.0;
+        }
+        let run = if continues { self.run + 1 } else { 1 };
+        let threshold = min_points.max(2.0 * self.longest_run);
+        let run = f64::from(run);
+        if run < threshold {
+            0.0
+        } else {
+            2.0 * Z_FLOOR + Z_FLOOR * (run / threshold - 1.0)
+        }
+    }
+
     fn tail_inflation(&self, raw_z: f64) -> f64 {
         if self.params.tail_quantile > 0.0 {
-            self.tail.inflation(raw_z, self.params.tail_quantile)
+            self.tail.inflation(raw_z)
         } else {
             1.0
         }
@@ -370,6 +423,7 @@ impl RobustBaseline {
             Season::new(self.params.season_period_ms, self.params.season_bins)
         });
         let switched = season.learn(
+            season.bin(timestamp_ms),
             timestamp_ms,
             value,
             self.interval_ms,

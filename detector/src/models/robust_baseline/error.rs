@@ -36,8 +36,8 @@ pub enum RobustBaselineParamsError {
     /// `tail_quantile` must be in 0..0.5.
     #[error("tail_quantile must be in 0..0.5, got {0}")]
     TailQuantile(f64),
-    /// `tail_half_life_points` must be finite and positive.
-    #[error("tail_half_life_points must be finite and positive, got {0}")]
+    /// `tail_half_life_points` must be finite and at least 1.
+    #[error("tail_half_life_points must be finite and at least 1, got {0}")]
     TailHalfLifePoints(f64),
     /// `shift_confirm_points` must not exceed `window_points`.
     #[error("shift_confirm_points must not exceed window_points, got {0}")]
@@ -45,8 +45,8 @@ pub enum RobustBaselineParamsError {
     /// `shift_z` must be finite and positive.
     #[error("shift_z must be finite and positive, got {0}")]
     ShiftZ(f64),
-    /// `record_half_life_points` must be finite and positive.
-    #[error("record_half_life_points must be finite and positive, got {0}")]
+    /// `record_half_life_points` must be finite and at least 1.
+    #[error("record_half_life_points must be finite and at least 1, got {0}")]
     RecordHalfLifePoints(f64),
     /// `long_spread_floor` must be finite and not negative.
     #[error("long_spread_floor must be finite and not negative, got {0}")]

@@ -24,6 +24,7 @@ pub struct RobustBaselineValidParams {
     pub(crate) record_half_life_points: f64,
     pub(crate) long_spread_floor: f64,
     pub(crate) record_gain: f64,
+    pub(crate) stuck_min_points: usize,
 }
 
 impl RobustBaselineValidParams {
@@ -102,6 +103,11 @@ impl RobustBaselineValidParams {
         self.long_spread_floor
     }
 
+    /// Returns the shortest run of identical values that can alert (0: never).
+    pub fn stuck_min_points(&self) -> usize {
+        self.stuck_min_points
+    }
+
     /// Returns the z-score added per range of excess beyond the records (0: records unused).
     pub fn record_gain(&self) -> f64 {
         self.record_gain
@@ -150,6 +156,7 @@ impl RobustBaselineParams {
     /// | `shift_z` | 5 | calibrated z counting towards a level shift |
     /// | `record_gain` | 90 | z per records' range of excess beyond the records |
     /// | `record_half_life_points` | 4000 | memory of the high and low records |
+    /// | `stuck_min_points` | 24 | shortest run of identical values that can alert |
     pub fn new() -> Self {
         RobustBaselineParams(RobustBaselineValidParams {
             window_points: 64,
@@ -168,6 +175,7 @@ impl RobustBaselineParams {
             record_half_life_points: 4000.0,
             long_spread_floor: 1.0,
             record_gain: 90.0,
+            stuck_min_points: 24,
         })
     }
 
@@ -237,7 +245,7 @@ impl RobustBaselineParams {
         self
     }
 
-    /// Sets the half-life (> 0 points) of the tail histogram.
+    /// Sets the half-life (>= 1 point) of the tail histogram and of the long-term spread.
     pub fn tail_half_life_points(mut self, tail_half_life_points: f64) -> Self {
         self.0.tail_half_life_points = tail_half_life_points;
         self
@@ -253,6 +261,14 @@ impl RobustBaselineParams {
     /// Sets the calibrated z (> 0) from which a deviation counts towards a level shift.
     pub fn shift_z(mut self, shift_z: f64) -> Self {
         self.0.shift_z = shift_z;
+        self
+    }
+
+    /// Sets the shortest run of identical values (0 disables) that alerts as a stuck value, in
+    /// a series that otherwise varies; the run must also be twice as long as the longest recent
+    /// one.
+    pub fn stuck_min_points(mut self, stuck_min_points: usize) -> Self {
+        self.0.stuck_min_points = stuck_min_points;
         self
     }
 
@@ -272,7 +288,7 @@ impl RobustBaselineParams {
         self
     }
 
-    /// Sets the half-life (> 0 points) with which the high and low records decay towards the
+    /// Sets the half-life (>= 1 point) with which the high and low records decay towards the
     /// median.
     pub fn record_half_life_points(mut self, record_half_life_points: f64) -> Self {
         self.0.record_half_life_points = record_half_life_points;
@@ -326,7 +342,7 @@ pub(crate) fn validate(
             params.tail_quantile,
         ));
     }
-    if !(params.tail_half_life_points.is_finite() && params.tail_half_life_points > 0.0) {
+    if !(params.tail_half_life_points.is_finite() && params.tail_half_life_points >= 1.0) {
         return Err(RobustBaselineParamsError::TailHalfLifePoints(
             params.tail_half_life_points,
         ));
@@ -347,7 +363,7 @@ pub(crate) fn validate(
     if !(params.record_gain.is_finite() && params.record_gain >= 0.0) {
         return Err(RobustBaselineParamsError::RecordGain(params.record_gain));
     }
-    if !(params.record_half_life_points.is_finite() && params.record_half_life_points > 0.0) {
+    if !(params.record_half_life_points.is_finite() && params.record_half_life_points >= 1.0) {
         return Err(RobustBaselineParamsError::RecordHalfLifePoints(
             params.record_half_life_points,
         ));
@@ -513,7 +529,7 @@ mod tests {
 
     #[test]
     fn rejects_tail_half_life_points() {
-        for half_life in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+        for half_life in [0.5, -1.0, f64::INFINITY, f64::NAN] {
             let params = RobustBaseline::params().tail_half_life_points(half_life);
             let error = params.check().unwrap_err();
             assert!(matches!(
@@ -550,7 +566,7 @@ mod tests {
 
     #[test]
     fn rejects_record_half_life_points() {
-        for half_life in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+        for half_life in [0.5, -1.0, f64::INFINITY, f64::NAN] {
             let params = RobustBaseline::params().record_half_life_points(half_life);
             let error = params.check().unwrap_err();
             assert!(matches!(

@@ -1,21 +1,43 @@
-//! Robust streaming baseline for one univariate series.
+//! Robust streaming baseline for one univariate series: the model every derived series is
+//! scored by.
 //!
-//! The model keeps the last `window_points` finite values in a ring (and the same values sorted)
-//! plus an EWMA of the level. A new value is scored against the state *before* it is absorbed:
+//! State per series: the last `window_points` values (a ring plus a sorted copy), an EWMA level, a
+//! seasonal profile (learnt for every series, used only while it clearly helps), a histogram of
+//! past z-scores per side, high and low records, and a few counters. A value is scored against
+//! the state *before* it is absorbed:
 //!
-//! - the expected value is the window median or the EWMA level, whichever is closer to the value
-//!   (a point must depart from both to be anomalous, so a trend followed by the EWMA does not
-//!   alert while the median lags);
-//! - the scale is the largest of `1.4826 * MAD`, `1.2533 * mean absolute deviation` (both around
-//!   the median, both estimate the standard deviation of Gaussian noise), `relative_scale_floor *
-//!   |median|` and `absolute_scale_floor`, so constant series do not turn tiny changes into alerts;
-//! - the raw score is the robust z-score, normalised to 0-100 by [`crate::score`].
+//! 1. **Season.** With the seasonal profile on (see `season.rs`: a daily profile in
+//!    `season_bins` phase bins, switched on only while it predicts clearly better than none),
+//!    the value is deseasonalised by its bin's offset; everything below works on deseasonalised
+//!    values, and the offset is added back to the typical value.
+//! 2. **Expected value and scale.** The expected value is the window median or the EWMA level,
+//!    whichever is closer (a point must depart from both: a trend followed by the EWMA does not
+//!    alert while the median lags). The scale is the largest of the window's robust spread
+//!    (interquartile range or mean absolute deviation, both scaled to a Gaussian standard
+//!    deviation), `long_spread_floor` times its long-term mean (quiet spells do not make every
+//!    movement huge), `relative_scale_floor * |typical|` and `absolute_scale_floor` (constant
+//!    series do not turn tiny changes into alerts). The raw score is `z = departure / scale`.
+//! 3. **Tail calibration** (`tail.rs`). Series with heavy tails routinely produce large z: z is
+//!    divided by how much heavier than Gaussian the series' own tail is on that side, at level
+//!    `tail_quantile`, so a deviation must be rare *for this series*.
+//! 4. **Records** (`record.rs`). A value beyond the high or low record of the recent past (half-life
+//!    `record_half_life_points`) by a fraction `e` of the records' range (at least 60 scales)
+//!    scores at least `z = 3 + record_gain * e`, however ordinary its z: going where the series
+//!    has never been is news (Numenta's "spatial anomaly").
 //!
-//! No season is modelled. Every finite value enters the window, anomalous or not, so after a
-//! lasting level shift the median moves to the new level within half a window and alerts stop.
-//! The EWMA is updated with the value clipped to `median ± clip_z * scale`, so single spikes barely
+//! The resulting z is normalised to 0-100 by [`crate::score`] (z = 3 scores 0, z = 6 about 71).
+//!
+//! Adaptation: every finite value enters the window, anomalous or not, so after a lasting level
+//! shift the median reaches the new level within half a window; `shift_confirm_points`
+//! consecutive strong deviations on one side move the older part of the window to the new level
+//! at once. The EWMA is fed values clipped to `median ± clip_z * scale`, so single spikes barely
 //! move it. Non-finite values are never absorbed. Until `warmup_points` values have been absorbed
-//! the model does not score.
+//! (again after the season is switched on or off, which restarts the window) the model does not
+//! score.
+//!
+//! Cost: O(1) per point except one pass over the window for the mean absolute deviation and a
+//! move of the sorted values between the oldest and the newest; about 3.4 KB per series with the
+//! defaults (the seasonal profile is 5 bytes per bin).
 
 mod algorithm;
 mod error;

@@ -37,9 +37,9 @@ impl RecordEnvelope {
         }
     }
 
-    /// Takes `value` into the records, after decaying them towards `median`.
-    pub(crate) fn learn(&mut self, value: f64, median: f64, half_life_points: f64) {
-        let keep = 0.5f64.powf(1.0 / half_life_points);
+    /// Takes `value` into the records, after decaying them towards `median` by `keep` (`0.5^(1
+    /// / half-life)`).
+    pub(crate) fn learn(&mut self, value: f64, median: f64, keep: f64) {
         if self.high > median {
             self.high = median + (self.high - median) * keep;
         }
@@ -59,7 +59,7 @@ mod tests {
     fn only_values_beyond_the_records_have_an_excess() {
         let mut records = RecordEnvelope::new(10.0);
         for value in [12.0, 8.0, 30.0, 11.0] {
-            records.learn(value, 10.0, 1e9);
+            records.learn(value, 10.0, 1.0);
         }
         assert_eq!(records.excess(29.0, 0.0), 0.0);
         assert!((records.excess(7.0, 0.0) - 1.0 / 22.0).abs() < 1e-6);
@@ -70,9 +70,9 @@ mod tests {
     #[test]
     fn records_decay_towards_the_median() {
         let mut records = RecordEnvelope::new(10.0);
-        records.learn(20.0, 10.0, 10.0);
+        records.learn(20.0, 10.0, 0.5f64.powf(0.1));
         for _ in 0..10 {
-            records.learn(10.0, 10.0, 10.0);
+            records.learn(10.0, 10.0, 0.5f64.powf(0.1));
         }
         // The high record decayed from 20 to 15 (one half-life); the range is 15 - 10 = 5.
         assert!((records.excess(16.0, 0.0) - 0.2).abs() < 1e-6);

@@ -6,8 +6,9 @@
 //! deseasonalised values with a time constant of a quarter period, each bin's offset follows
 //! `value - level` at rate `max(alpha / points per bin and period, 1 / updates)`, so `alpha` is
 //! the weight of the latest period). After a full period has been seen, both
-//! one-step predictions are scored as they happen, "slow level" and "slow level + offset of the
-//! bin", by exponentially weighted mean absolute errors over about one period. The profile is
+//! one-step predictions are scored as they happen, "slow level of the deseasonalised values +
+//! offset of the bin" against "slow level of the raw values" (the same smoothing without a
+//! season), by exponentially weighted mean absolute errors over about one period. The profile is
 //! switched on when its error drops below `ACTIVATE_RATIO` of the plain one and off again above
 //! `DEACTIVATE_RATIO`, so series without a season never use it.
 
@@ -23,11 +24,14 @@ const SLOW_LEVEL_PERIOD_FRACTION: f64 = 0.25;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Season {
     period_ms: i64,
+    bins_per_ms: f64,
     /// Learnt offset of each phase bin from the slow level.
     profile: Vec<f32>,
     /// Updates of each bin (saturating): 0 = never learnt.
     updates: Vec<u8>,
+    /// Slow levels of the deseasonalised values and of the raw values.
     slow_level: Option<f64>,
+    plain_level: f64,
     seasonal_error: f64,
     plain_error: f64,
     error_samples: u64,
@@ -39,9 +43,11 @@ impl Season {
     pub(crate) fn new(period_ms: i64, bins: usize) -> Self {
         Season {
             period_ms,
+            bins_per_ms: bins as f64 / period_ms as f64,
             profile: vec![0.0; bins],
             updates: vec![0; bins],
             slow_level: None,
+            plain_level: 0.0,
             seasonal_error: 0.0,
             plain_error: 0.0,
             error_samples: 0,
@@ -58,43 +64,33 @@ impl Season {
         self.active
     }
 
-    fn bin(&self, timestamp_ms: i64) -> usize {
-        let phase = timestamp_ms.rem_euclid(self.period_ms) as u128;
-        // phase < period, so the bin is < bins.
-        (phase * self.profile.len() as u128 / self.period_ms as u128) as usize
+    /// Returns the phase bin of `timestamp_ms`.
+    pub(crate) fn bin(&self, timestamp_ms: i64) -> usize {
+        let phase = timestamp_ms.rem_euclid(self.period_ms) as f64;
+        ((phase * self.bins_per_ms) as usize).min(self.profile.len() - 1)
     }
 
-    /// Returns the learnt offset of the bin of `timestamp_ms` (0 if never learnt).
-    fn learnt_offset(&self, timestamp_ms: i64) -> f64 {
-        let bin = self.bin(timestamp_ms);
-        if self.updates[bin] > 0 {
+    /// Returns the offset to subtract from a value in phase bin `bin`: the learnt offset while
+    /// the profile is on (0 for a bin never learnt), 0 otherwise.
+    pub(crate) fn offset(&self, bin: usize) -> f64 {
+        if self.active && self.updates[bin] > 0 {
             f64::from(self.profile[bin])
         } else {
             0.0
         }
     }
 
-    /// Returns the offset to subtract from a value at `timestamp_ms`: the learnt offset while
-    /// the profile is on, 0 otherwise.
-    pub(crate) fn offset(&self, timestamp_ms: i64) -> f64 {
-        if self.active {
-            self.learnt_offset(timestamp_ms)
-        } else {
-            0.0
-        }
-    }
-
-    /// Learns from `value` at `timestamp_ms`; `interval_ms` is the typical sampling interval.
-    /// Returns whether the profile was switched on or off.
+    /// Learns from `value` at `timestamp_ms` (in phase bin `bin`); `interval_ms` is the typical
+    /// sampling interval. Returns whether the profile was switched on or off.
     pub(crate) fn learn(
         &mut self,
+        bin: usize,
         timestamp_ms: i64,
         value: f64,
         interval_ms: f64,
         alpha: f64,
     ) -> bool {
         let first = *self.first_timestamp_ms.get_or_insert(timestamp_ms);
-        let bin = self.bin(timestamp_ms);
         let known = self.updates[bin] > 0;
         let offset = if known {
             f64::from(self.profile[bin])
@@ -103,6 +99,7 @@ impl Season {
         };
         let Some(level) = self.slow_level else {
             self.slow_level = Some(value);
+            self.plain_level = value;
             return false;
         };
         let rate =
@@ -111,8 +108,9 @@ impl Season {
             self.error_samples += 1;
             let weight = rate.max(1.0 / self.error_samples as f64);
             self.seasonal_error += weight * ((value - level - offset).abs() - self.seasonal_error);
-            self.plain_error += weight * ((value - level).abs() - self.plain_error);
+            self.plain_error += weight * ((value - self.plain_level).abs() - self.plain_error);
         }
+        self.plain_level += rate * (value - self.plain_level);
         let level = level + rate * (value - offset - level);
         self.slow_level = Some(level);
         let updates = self.updates[bin];
@@ -153,13 +151,19 @@ mod tests {
             } else {
                 20.0
             };
-            if season.learn(timestamp_ms, value, HOUR_MS as f64, 0.2) {
+            if season.learn(
+                season.bin(timestamp_ms),
+                timestamp_ms,
+                value,
+                HOUR_MS as f64,
+                0.2,
+            ) {
                 switched_at.get_or_insert(step);
             }
         }
         assert!(season.is_active());
         assert!(switched_at.unwrap() >= 36, "{switched_at:?}");
-        assert!(season.offset(10 * HOUR_MS) - season.offset(2 * HOUR_MS) > 40.0);
+        assert!(season.offset(10) - season.offset(2) > 40.0);
     }
 
     #[test]
@@ -167,9 +171,16 @@ mod tests {
         let mut season = Season::new(24 * HOUR_MS, 24);
         for step in 0..24 * 10 {
             let value = 50.0 + ((step * 7919) % 13) as f64;
-            season.learn(step * HOUR_MS, value, HOUR_MS as f64, 0.2);
+            let timestamp_ms = step * HOUR_MS;
+            season.learn(
+                season.bin(timestamp_ms),
+                timestamp_ms,
+                value,
+                HOUR_MS as f64,
+                0.2,
+            );
         }
         assert!(!season.is_active());
-        assert_eq!(season.offset(5 * HOUR_MS), 0.0);
+        assert_eq!(season.offset(5), 0.0);
     }
 }

@@ -9,6 +9,9 @@
 //! on that side are divided by the ratio, so a deviation must be rare for this series, not only
 //! far from its typical spread. Until enough points are seen the quantile level is raised to two
 //! points' worth, so the calibration starts early and sharpens as history builds up.
+//!
+//! Cost: the decay is applied to the bins every `DECAY_EVERY` points (new points get the
+//! compensating weight meanwhile), and each side's factor is recomputed only when its bins change.
 
 /// Bins per side; bin `k` holds |z| in `[2^(k/2 + 1), 2^((k+1)/2 + 1))`, the last one everything
 /// above. |z| below 2 is only counted in the total.
@@ -17,12 +20,21 @@ const BINS: usize = 40;
 /// |z| at the lower edge of the first bin.
 const FIRST_EDGE: f64 = 2.0;
 
+/// Points between two applications of the decay to the bins.
+const DECAY_EVERY: u32 = 64;
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TailHistogram {
     up: [f32; BINS],
     down: [f32; BINS],
     /// Decayed count of every point (both sides and the centre).
     total: f64,
+    /// Points since the decay was last applied, and the weight of a new point meanwhile.
+    pending: u32,
+    weight: f64,
+    /// Factors of each side, as of the last change of its bins.
+    inflation_up: f64,
+    inflation_down: f64,
 }
 
 /// Returns the bin of |z| >= FIRST_EDGE.
@@ -42,17 +54,29 @@ impl TailHistogram {
             up: [0.0; BINS],
             down: [0.0; BINS],
             total: 0.0,
+            pending: 0,
+            weight: 1.0,
+            inflation_up: 1.0,
+            inflation_down: 1.0,
         }
     }
 
     /// Returns the factor (>= 1) a z-score of this sign is divided by: the empirical quantile of
     /// |z| on its side over the Gaussian one, at level `max(quantile, 2 / total)`.
-    pub(crate) fn inflation(&self, z: f64, quantile: f64) -> f64 {
+    pub(crate) fn inflation(&self, z: f64) -> f64 {
+        if z >= 0.0 {
+            self.inflation_up
+        } else {
+            self.inflation_down
+        }
+    }
+
+    fn compute_inflation(&self, up: bool, quantile: f64) -> f64 {
         if self.total <= 0.0 {
             return 1.0;
         }
         let level = quantile.max(2.0 / self.total).min(0.5);
-        let side = if z >= 0.0 { &self.up } else { &self.down };
+        let side = if up { &self.up } else { &self.down };
         let budget = level * self.total;
         let mut above = 0.0;
         for k in (0..BINS).rev() {
@@ -69,25 +93,42 @@ impl TailHistogram {
         1.0
     }
 
-    /// Counts a raw z-score, after decaying the history by one point of `half_life_points`.
-    pub(crate) fn learn(&mut self, z: f64, half_life_points: f64) {
+    /// Counts a raw z-score; `keep` is the decay of the history per point (`0.5^(1 /
+    /// half-life)`), `quantile` the calibration level.
+    pub(crate) fn learn(&mut self, z: f64, keep: f64, quantile: f64) {
         if z.is_nan() {
             return;
         }
-        let keep = 0.5f64.powf(1.0 / half_life_points);
-        self.total = self.total * keep + 1.0;
-        let keep = keep as f32;
-        for count in self.up.iter_mut().chain(self.down.iter_mut()) {
-            *count *= keep;
-        }
+        self.pending += 1;
+        self.weight /= keep;
+        self.total += self.weight;
         let abs_z = z.abs();
+        let (mut refresh_up, mut refresh_down) = (false, false);
         if abs_z >= FIRST_EDGE {
-            let side = if z >= 0.0 {
-                &mut self.up
+            if z >= 0.0 {
+                self.up[bin_of(abs_z)] += self.weight as f32;
+                refresh_up = true;
             } else {
-                &mut self.down
-            };
-            side[bin_of(abs_z)] += 1.0;
+                self.down[bin_of(abs_z)] += self.weight as f32;
+                refresh_down = true;
+            }
+        }
+        if self.pending >= DECAY_EVERY {
+            let factor = 1.0 / self.weight;
+            self.total *= factor;
+            let factor = factor as f32;
+            for count in self.up.iter_mut().chain(self.down.iter_mut()) {
+                *count *= factor;
+            }
+            self.pending = 0;
+            self.weight = 1.0;
+            (refresh_up, refresh_down) = (true, true);
+        }
+        if refresh_up {
+            self.inflation_up = self.compute_inflation(true, quantile);
+        }
+        if refresh_down {
+            self.inflation_down = self.compute_inflation(false, quantile);
         }
     }
 }
@@ -141,6 +182,10 @@ pub(crate) fn gaussian_upper_quantile(upper: f64) -> f64 {
 mod tests {
     use super::*;
 
+    fn keep(half_life_points: f64) -> f64 {
+        0.5f64.powf(1.0 / half_life_points)
+    }
+
     #[test]
     fn gaussian_quantiles() {
         assert!((gaussian_upper_quantile(0.5)).abs() < 1e-9);
@@ -154,11 +199,11 @@ mod tests {
         let mut tail = TailHistogram::new();
         for i in 0..4000 {
             let z = if i % 20 == 0 { 40.0 } else { 0.5 };
-            tail.learn(z, 1e9);
+            tail.learn(z, keep(1e9), 0.005);
         }
-        let up = tail.inflation(1.0, 0.005);
+        let up = tail.inflation(1.0);
         assert!(up > 10.0 && up < 25.0, "{up}");
-        assert_eq!(tail.inflation(-1.0, 0.005), 1.0);
+        assert_eq!(tail.inflation(-1.0), 1.0);
     }
 
     #[test]
@@ -166,22 +211,22 @@ mod tests {
         let mut tail = TailHistogram::new();
         for i in 0..4000 {
             // About 0.25% of points at z = 2.1, below the Gaussian quantile 2.58.
-            tail.learn(if i % 400 == 0 { 2.1 } else { 0.3 }, 1e9);
+            tail.learn(if i % 400 == 0 { 2.1 } else { 0.3 }, keep(1e9), 0.005);
         }
-        assert_eq!(tail.inflation(1.0, 0.005), 1.0);
+        assert_eq!(tail.inflation(1.0), 1.0);
     }
 
     #[test]
     fn old_extremes_are_forgotten() {
         let mut tail = TailHistogram::new();
         for i in 0..1000 {
-            tail.learn(if i % 10 == 0 { 50.0 } else { 0.1 }, 100.0);
+            tail.learn(if i % 10 == 0 { 50.0 } else { 0.1 }, keep(100.0), 0.005);
         }
-        assert!(tail.inflation(1.0, 0.005) > 5.0);
+        assert!(tail.inflation(1.0) > 5.0);
         for _ in 0..3000 {
-            tail.learn(0.1, 100.0);
+            tail.learn(0.1, keep(100.0), 0.005);
         }
-        assert_eq!(tail.inflation(1.0, 0.005), 1.0);
-        tail.learn(f64::NAN, 100.0);
+        assert_eq!(tail.inflation(1.0), 1.0);
+        tail.learn(f64::NAN, keep(100.0), 0.005);
     }
 }

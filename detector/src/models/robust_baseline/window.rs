@@ -1,8 +1,8 @@
 //! A bounded window of recent values kept both in arrival order (a ring) and sorted, so that
-//! median and MAD cost O(window) without allocating.
+//! median and quartiles cost O(1) and the mean absolute deviation one pass, without allocating.
 
-/// Ratio of the standard deviation to the MAD for Gaussian noise.
-const MAD_TO_SIGMA: f64 = 1.4826;
+/// Ratio of the interquartile range to the standard deviation for Gaussian noise.
+const IQR_TO_SIGMA: f64 = 1.349;
 
 /// Ratio of the standard deviation to the mean absolute deviation for Gaussian noise.
 const MEAN_ABSOLUTE_DEVIATION_TO_SIGMA: f64 = 1.2533;
@@ -12,8 +12,9 @@ const MEAN_ABSOLUTE_DEVIATION_TO_SIGMA: f64 = 1.2533;
 pub(crate) struct WindowStats {
     /// Median of the window.
     pub(crate) median: f64,
-    /// Largest of the MAD and the mean absolute deviation around the median, both scaled to
-    /// estimate the standard deviation of Gaussian noise (0 for a constant window).
+    /// Largest of the interquartile range and the mean absolute deviation around the median,
+    /// both scaled to estimate the standard deviation of Gaussian noise (0 for a constant
+    /// window). The first ignores outliers, the second notices a wide minority.
     pub(crate) spread: f64,
 }
 
@@ -51,20 +52,39 @@ impl RobustWindow {
     pub(crate) fn push(&mut self, value: f64) {
         if self.ring.len() < self.capacity {
             self.ring.push(value);
-        } else {
-            let oldest = std::mem::replace(&mut self.ring[self.ring_next], value);
-            self.ring_next = (self.ring_next + 1) % self.capacity;
-            if let Ok(position) = self
+            let position = self
                 .sorted
-                .binary_search_by(|probe| probe.total_cmp(&oldest))
-            {
-                self.sorted.remove(position);
-            }
+                .partition_point(|probe| probe.total_cmp(&value).is_lt());
+            self.sorted.insert(position, value);
+            return;
         }
-        let position = self
+        let oldest = std::mem::replace(&mut self.ring[self.ring_next], value);
+        self.ring_next = (self.ring_next + 1) % self.capacity;
+        let Ok(old) = self
+            .sorted
+            .binary_search_by(|probe| probe.total_cmp(&oldest))
+        else {
+            // Unreachable (the sorted copy holds every ring value); rebuild rather than panic.
+            self.resort();
+            return;
+        };
+        // Replace the oldest value by the new one, moving only the values between them.
+        let new = self
             .sorted
             .partition_point(|probe| probe.total_cmp(&value).is_lt());
-        self.sorted.insert(position, value);
+        if new <= old {
+            self.sorted.copy_within(new..old, new + 1);
+            self.sorted[new] = value;
+        } else {
+            self.sorted.copy_within(old + 1..new, old);
+            self.sorted[new - 1] = value;
+        }
+    }
+
+    fn resort(&mut self) {
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.ring);
+        self.sorted.sort_by(f64::total_cmp);
     }
 
     /// Returns the most recent values, newest first (at most `count`).
@@ -91,9 +111,18 @@ impl RobustWindow {
             let index = (newest - back) % len;
             self.ring[index] += offset;
         }
-        self.sorted.clear();
-        self.sorted.extend_from_slice(&self.ring);
-        self.sorted.sort_by(f64::total_cmp);
+        self.resort();
+    }
+
+    /// Returns whether `value` makes up at least a fifth of the window.
+    pub(crate) fn is_usual(&self, value: f64) -> bool {
+        let start = self
+            .sorted
+            .partition_point(|probe| probe.total_cmp(&value).is_lt());
+        let end = self
+            .sorted
+            .partition_point(|probe| probe.total_cmp(&value).is_le());
+        5 * (end - start) >= self.sorted.len().max(1)
     }
 
     /// Returns the median (halves added separately: no overflow), `None` when empty.
@@ -104,11 +133,12 @@ impl RobustWindow {
     /// Returns the median and spread, `None` when empty.
     pub(crate) fn stats(&self) -> Option<WindowStats> {
         let median = self.median()?;
-        let mad = median_absolute_deviation_of_sorted(&self.sorted, median);
-        let mean_absolute_deviation =
-            self.sorted.iter().map(|x| (x - median).abs()).sum::<f64>() / self.sorted.len() as f64;
-        let spread =
-            (MAD_TO_SIGMA * mad).max(MEAN_ABSOLUTE_DEVIATION_TO_SIGMA * mean_absolute_deviation);
+        let n = self.sorted.len();
+        // Halves subtracted separately: no overflow.
+        let interquartile_range = self.sorted[(3 * n) / 4] / 2.0 - self.sorted[n / 4] / 2.0;
+        let mean_absolute_deviation = sum_of_distances(&self.sorted, median) / n as f64;
+        let spread = (2.0 * interquartile_range / IQR_TO_SIGMA)
+            .max(MEAN_ABSOLUTE_DEVIATION_TO_SIGMA * mean_absolute_deviation);
         Some(WindowStats { median, spread })
     }
 
@@ -116,6 +146,19 @@ impl RobustWindow {
     pub(crate) fn sorted(&self) -> &[f64] {
         &self.sorted
     }
+}
+
+/// Returns the sum of `|x - centre|`, in four lanes so that it vectorises.
+fn sum_of_distances(values: &[f64], centre: f64) -> f64 {
+    let mut lanes = [0.0; 4];
+    let mut chunks = values.chunks_exact(4);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += (x - centre).abs();
+        }
+    }
+    let rest: f64 = chunks.remainder().iter().map(|x| (x - centre).abs()).sum();
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest
 }
 
 /// Returns the median of a non-empty sorted slice.
@@ -128,64 +171,25 @@ fn median_of_sorted(sorted: &[f64]) -> f64 {
     }
 }
 
-/// Returns the median of `|x - median|` over a non-empty sorted slice, by merging the distances
-/// outward from the median (both sides are already ordered by distance): O(n/2), no allocation.
-fn median_absolute_deviation_of_sorted(sorted: &[f64], median: f64) -> f64 {
-    let n = sorted.len();
-    let split = sorted.partition_point(|&x| x < median);
-    let (mut left, mut right) = (split, split);
-    let upper_rank = n / 2;
-    let mut previous = 0.0;
-    for rank in 0..=upper_rank {
-        let left_distance = if left > 0 {
-            median - sorted[left - 1]
-        } else {
-            f64::INFINITY
-        };
-        let right_distance = if right < n {
-            sorted[right] - median
-        } else {
-            f64::INFINITY
-        };
-        let distance = if left_distance <= right_distance {
-            left -= 1;
-            left_distance
-        } else {
-            right += 1;
-            right_distance
-        };
-        if rank == upper_rank {
-            return if n % 2 == 1 {
-                distance
-            } else {
-                previous / 2.0 + distance / 2.0
-            };
-        }
-        previous = distance;
-    }
-    previous
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn median_and_mad_match_a_sort() {
-        let values = [5.0, 1.0, 9.0, 3.0, 3.0, 7.0, 2.0, 8.0];
-        for n in 1..=values.len() {
-            let mut sorted = values[..n].to_vec();
-            sorted.sort_by(f64::total_cmp);
-            let median = median_of_sorted(&sorted);
-            let mut distances: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
-            distances.sort_by(f64::total_cmp);
-            let expected = median_of_sorted(&distances);
-            assert_eq!(
-                median_absolute_deviation_of_sorted(&sorted, median),
-                expected,
-                "n = {n}"
-            );
+    fn stats_of_a_window() {
+        let mut window = RobustWindow::new(8);
+        assert_eq!(window.stats(), None);
+        for value in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0] {
+            window.push(value);
         }
+        let stats = window.stats().unwrap();
+        assert_eq!(stats.median, 4.5);
+        // Mean absolute deviation (4 x 3.5 / 8 + ... = 14.75) beats the quartile spread.
+        let mean_absolute_deviation = (3.5 + 2.5 + 1.5 + 0.5 + 0.5 + 1.5 + 2.5 + 95.5) / 8.0;
+        assert!((stats.spread - 1.2533 * mean_absolute_deviation).abs() < 1e-9);
+        let mut constant = RobustWindow::new(4);
+        constant.push(3.0);
+        assert_eq!(constant.stats().unwrap().spread, 0.0);
     }
 
     #[test]
@@ -197,6 +201,21 @@ mod tests {
         assert_eq!(window.sorted(), [0.0, 2.0, 3.0, 10.0]);
         assert_eq!(window.median(), Some(2.5));
         assert_eq!(window.newest(3).collect::<Vec<_>>(), [0.0, 10.0, 2.0]);
+    }
+
+    #[test]
+    fn push_keeps_the_sorted_copy_equal_to_the_ring() {
+        let mut window = RobustWindow::new(7);
+        let mut state = 12345u64;
+        for _ in 0..500 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            window.push(((state >> 33) % 10) as f64);
+            let mut expected = window.ring.clone();
+            expected.sort_by(f64::total_cmp);
+            assert_eq!(window.sorted, expected);
+        }
     }
 
     #[test]
