@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::alert::{AlertService, AlertTelemetry};
 use crate::config::ValidConfig;
 use crate::features;
 use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
@@ -65,6 +66,16 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     let store_thread = writer.spawn(store_rx);
     readiness.store_writer.store(true, Ordering::Relaxed);
 
+    let (alerts, alert_input) = AlertService::build(
+        config.alert.clone(),
+        &config.store.path,
+        AlertTelemetry::register(&mut registry),
+    )
+    .context("starting alerting")?;
+    let alert_handle = alerts.handle();
+    let alert_stop = CancellationToken::new();
+    let alert_task = tokio::spawn(alerts.run(alert_stop.clone()));
+
     let bank = SeriesBank::new(features::bank_params(&config.detector)?);
     let collector = Collector::build(config.collector.clone(), collector_telemetry, signal_tx)
         .await
@@ -93,6 +104,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         bank,
         signal_rx,
         store_tx,
+        alert_input,
         telemetry.clone(),
     ));
     let web_stop = CancellationToken::new();
@@ -100,6 +112,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         reader,
         registry: Arc::new(registry),
         readiness: Arc::clone(&readiness),
+        alerts: alert_handle,
         max_rows: config.web.max_rows,
     };
     let web_task = tokio::spawn(web::serve(
@@ -129,6 +142,9 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     if let Err(err) = detector_task.await {
         result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
     }
+    // The detector was the last sender of alert inputs: evaluate what is queued, then stop.
+    alert_stop.cancel();
+    result = result.and(flatten("alerting", alert_task.await));
     let joined = tokio::task::spawn_blocking(move || store_thread.join()).await;
     readiness.store_writer.store(false, Ordering::Relaxed);
     if !matches!(joined, Ok(Ok(()))) {

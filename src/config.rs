@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pipewarden_collector::{CollectorConfig, ValidCollectorConfig};
+
+use crate::alert::{AlertConfig, ValidAlertConfig};
 use serde::Deserialize;
 
 /// Prefix of environment variables that override configuration keys.
@@ -57,6 +59,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// JSON API, web UI and Prometheus `/metrics`.
     pub web: WebConfig,
+    /// Alert rules, routing, silences and receivers.
+    pub alert: AlertConfig,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             store: StoreConfig::default(),
             web: WebConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct ValidConfig {
     pub web_address: SocketAddr,
     /// Web section.
     pub web: WebConfig,
+    /// Alerting section.
+    pub alert: ValidAlertConfig,
 }
 
 impl Config {
@@ -238,7 +245,7 @@ impl Config {
             * self.pipeline.queue_capacity as u64
             * self.collector.signals.output_batch_max_points as u64
             * APPROX_POINT_BYTES;
-        let needed = self.collector.otlp.max_inflight_bytes as u64 + queued;
+        let needed = self.collector.otlp.max_inflight_bytes + queued;
         if needed > self.memory_budget_bytes {
             return Err(ConfigError::new(
                 "memory_budget_bytes",
@@ -250,7 +257,12 @@ impl Config {
                 ),
             ));
         }
+        let alert = self
+            .alert
+            .validate()
+            .map_err(|err| ConfigError::new(format!("alert.{}", err.field), err.problem))?;
         Ok(ValidConfig {
+            alert,
             collector,
             detector: self.detector.clone(),
             pipeline: self.pipeline.clone(),

@@ -10,10 +10,11 @@ use pipewarden_detector::{SeriesBank, SeriesBankValidParams};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::alert::AlertInput;
 use crate::anomaly::Anomaly;
 use crate::config::DetectorConfig;
 use crate::sink::local::StoreBatch;
-use crate::telemetry::AppTelemetry;
+use crate::telemetry::{AppTelemetry, ReasonLabel};
 
 /// Maps the `[detector]` section onto the detector's parameters.
 ///
@@ -76,6 +77,7 @@ pub async fn run_detector(
     mut bank: SeriesBank,
     mut input: mpsc::Receiver<SignalBatch>,
     output: mpsc::Sender<StoreBatch>,
+    alerts: AlertInput,
     telemetry: AppTelemetry,
 ) {
     info!("detector started");
@@ -96,7 +98,17 @@ pub async fn run_detector(
         telemetry
             .detector_bytes_per_series
             .set(bank.approx_bytes_per_series() as u64);
+        if alerts.send_store_batch(&batch).await.is_err() {
+            warn!("alerting stopped before the detector; its inputs are dropped");
+        }
         if store_closed {
+            let rows = batch.signals.points.len() + batch.signals.logs.len();
+            telemetry
+                .store_dropped_rows
+                .get_or_create(&ReasonLabel {
+                    reason: "store_gone".to_owned(),
+                })
+                .inc_by(rows as u64);
             continue;
         }
         if output.send(batch).await.is_err() {

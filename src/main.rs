@@ -47,10 +47,53 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Lists alerts or incidents of a running pipewarden.
+    Alerts {
+        /// Base URL of the running pipewarden's web address.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// List incidents instead of alerts.
+        #[arg(long)]
+        incidents: bool,
+    },
+    /// Creates, lists or expires silences of a running pipewarden.
+    Silence {
+        /// Base URL of the running pipewarden's web address.
+        #[arg(long, default_value = "http://127.0.0.1:9464", global = true)]
+        url: String,
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Creates a silence; prints it as JSON.
+    Create {
+        /// Label matchers, e.g. `alertname=Lagging` or `cluster=~"eu-.*"` (repeatable).
+        #[arg(long = "matcher", short, required = true)]
+        matchers: Vec<String>,
+        /// How long it lasts, e.g. `2h`.
+        #[arg(long, default_value = "1h")]
+        duration: humantime::Duration,
+        /// Who creates it.
+        #[arg(long, default_value = "")]
+        created_by: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Lists silences as JSON.
+    List,
+    /// Expires a silence now.
+    Expire {
+        /// Silence id.
+        id: String,
     },
 }
 
@@ -85,6 +128,39 @@ fn main() -> ExitCode {
             Ok(valid) => replay(&input, &output, &valid.detector),
             Err(code) => code,
         },
+        Command::Alerts { url, incidents } => client_call(async move {
+            let base = alerting_url(&url);
+            if incidents {
+                pipewarden::alert::cli::incidents_list(&base).await
+            } else {
+                pipewarden::alert::cli::alerts_list(&base).await
+            }
+        }),
+        Command::Silence { url, command } => client_call(async move {
+            let base = alerting_url(&url);
+            match command {
+                SilenceCommand::Create {
+                    matchers,
+                    duration,
+                    created_by,
+                    comment,
+                } => {
+                    let request = pipewarden::alert::SilenceRequest {
+                        matchers,
+                        starts_at_ms: None,
+                        ends_at_ms: None,
+                        duration: Some(duration.into()),
+                        created_by,
+                        comment,
+                    };
+                    pipewarden::alert::cli::silence_create(&base, &request).await
+                }
+                SilenceCommand::List => pipewarden::alert::cli::silence_list(&base).await,
+                SilenceCommand::Expire { id } => {
+                    pipewarden::alert::cli::silence_expire(&base, &id).await
+                }
+            }
+        }),
         Command::Run { config } => {
             let valid = match load_config(config, &env) {
                 Ok(valid) => valid,
@@ -128,6 +204,41 @@ fn replay(input: &Path, output: &Path, detector: &config::DetectorConfig) -> Exi
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("replay failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn alerting_url(web: &str) -> String {
+    format!("{}/api/v1/alerting", web.trim_end_matches('/'))
+}
+
+/// Runs one API call of a client subcommand and prints its JSON answer.
+fn client_call<F, E>(call: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<serde_json::Value, E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(call) {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
             ExitCode::FAILURE
         }
     }

@@ -205,8 +205,9 @@ impl StageAccumulator {
         }
         self.latencies_ms.sort_unstable_by(f64::total_cmp);
         let n = self.latencies_ms.len();
-        Some([50, 95, 99].map(|percent| {
-            let rank = (percent * n).div_ceil(100).clamp(1, n);
+        Some([50u128, 95, 99].map(|percent| {
+            let rank = (percent * n as u128).div_ceil(100);
+            let rank = usize::try_from(rank).unwrap_or(n).clamp(1, n);
             self.latencies_ms[rank - 1]
         }))
     }
@@ -759,29 +760,40 @@ impl Deriver {
             return;
         };
         acc.log_records += 1;
-        let severity = severity_class(record.severity_number, &record.severity_text);
+        let OtlpLogRecord {
+            time_unix_nano,
+            observed_time_unix_nano,
+            severity_number,
+            severity_text,
+            body,
+            attributes,
+            trace_id,
+            span_id,
+            ..
+        } = record;
+        let severity = severity_class(severity_number, &severity_text);
         acc.logs_by_severity[severity] += 1;
-        let timestamp_ms = if record.time_unix_nano != 0 {
-            nanos_to_ms(record.time_unix_nano)
-        } else if record.observed_time_unix_nano != 0 {
-            nanos_to_ms(record.observed_time_unix_nano)
+        let timestamp_ms = if time_unix_nano != 0 {
+            nanos_to_ms(time_unix_nano)
+        } else if observed_time_unix_nano != 0 {
+            nanos_to_ms(observed_time_unix_nano)
         } else {
             now_ms
         };
-        let severity_text = if record.severity_text.is_empty() {
+        let severity_text = if severity_text.is_empty() {
             SEVERITIES[severity].to_owned()
         } else {
-            record.severity_text
+            severity_text
         };
         self.pending.logs.push(LogRecord {
             stage: self.stage.clone(),
             timestamp_ms,
-            severity_number: record.severity_number,
+            severity_number,
             severity_text,
-            body: render_body(record.body),
-            attributes: attributes_json(&record.attributes),
-            trace_id: hex(&record.trace_id),
-            span_id: hex(&record.span_id),
+            body: render_body(body),
+            attributes: attributes_into_json(attributes),
+            trace_id: hex(&trace_id),
+            span_id: hex(&span_id),
         });
     }
 }
@@ -903,9 +915,11 @@ fn severity_class(number: i32, text: &str) -> usize {
     match number {
         1..=24 => ((number - 1) / 4) as usize,
         _ => {
-            let text = text.trim();
+            // Bytes, not chars: slicing a str inside a multi-byte char would panic.
+            let text = text.trim().as_bytes();
             let starts = |prefix: &str| {
-                text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+                text.len() >= prefix.len()
+                    && text[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
             };
             if starts("trace") {
                 0
@@ -976,7 +990,7 @@ fn write_value(out: &mut String, value: &any_value::Value) {
             let _ = write!(out, "{d}");
         }
         any_value::Value::BytesValue(bytes) => write_hex(out, bytes),
-        other => out.push_str(&value_json(other).to_string()),
+        other => out.push_str(&value_into_json(other.clone()).to_string()),
     }
 }
 
@@ -984,44 +998,45 @@ fn render_body(body: Option<AnyValue>) -> String {
     match body.and_then(|b| b.value) {
         None => String::new(),
         Some(any_value::Value::StringValue(s)) => s,
-        Some(other) => value_json(&other).to_string(),
+        Some(other) => value_into_json(other).to_string(),
     }
 }
 
-fn attributes_json(attributes: &[KeyValue]) -> serde_json::Value {
+/// Converts attributes into a JSON object, moving their strings.
+fn attributes_into_json(attributes: Vec<KeyValue>) -> serde_json::Value {
     let map = attributes
-        .iter()
+        .into_iter()
         .map(|kv| {
             let value = kv
                 .value
-                .as_ref()
-                .and_then(|v| v.value.as_ref())
-                .map_or(serde_json::Value::Null, value_json);
-            (kv.key.clone(), value)
+                .and_then(|v| v.value)
+                .map_or(serde_json::Value::Null, value_into_json);
+            (kv.key, value)
         })
         .collect();
     serde_json::Value::Object(map)
 }
 
-fn value_json(value: &any_value::Value) -> serde_json::Value {
+/// Converts an attribute value into JSON, moving its strings.
+fn value_into_json(value: any_value::Value) -> serde_json::Value {
     use serde_json::Value as Json;
     match value {
-        any_value::Value::StringValue(s) => Json::String(s.clone()),
-        any_value::Value::BoolValue(b) => Json::Bool(*b),
-        any_value::Value::IntValue(i) => Json::from(*i),
-        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
+        any_value::Value::StringValue(s) => Json::String(s),
+        any_value::Value::BoolValue(b) => Json::Bool(b),
+        any_value::Value::IntValue(i) => Json::from(i),
+        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(d)
             .map_or_else(|| Json::String(d.to_string()), Json::Number),
-        any_value::Value::BytesValue(bytes) => Json::String(hex(bytes)),
+        any_value::Value::BytesValue(bytes) => Json::String(hex(&bytes)),
         any_value::Value::ArrayValue(array) => Json::Array(
             array
                 .values
-                .iter()
-                .map(|v| v.value.as_ref().map_or(Json::Null, value_json))
+                .into_iter()
+                .map(|v| v.value.map_or(Json::Null, value_into_json))
                 .collect(),
         ),
-        any_value::Value::KvlistValue(list) => attributes_json(&list.values),
+        any_value::Value::KvlistValue(list) => attributes_into_json(list.values),
         // A dictionary index, meaningful only inside profiles; rendered as the number.
-        any_value::Value::StringValueStrindex(index) => Json::from(*index),
+        any_value::Value::StringValueStrindex(index) => Json::from(index),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod evaluation;
 pub mod models;
 pub mod score;
+pub mod templates;
 
 pub use bank::{ScoredPoint, SeriesBank, SeriesBankParams, SeriesBankValidParams};
 pub use error::SeriesBankParamsError;

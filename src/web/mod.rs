@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::AppError;
 
+use crate::alert::{self, AlertHandle};
 use crate::app::Readiness;
 use crate::sink::local::StoreReader;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Component readiness.
     pub readiness: Arc<Readiness>,
+    /// Alerting: state, silences, health.
+    pub alerts: AlertHandle,
     /// Most rows a list endpoint returns.
     pub max_rows: usize,
 }
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::routes())
+        .nest("/api/v1/alerting", alert::api::router(state.alerts.clone()))
         .with_state(state)
 }
 
@@ -72,7 +76,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let otlp = state.readiness.otlp.load(Ordering::Relaxed);
     let store = state.readiness.store_writer.load(Ordering::Relaxed) && state.reader.ping().await;
     let word = |ok: bool| if ok { "ready" } else { "not_ready" };
-    let ready = otlp && store;
+    // A failing alert receiver degrades alerting (notifications wait and are retried) but
+    // does not make the process unready; a stopped alert loop or store does.
+    let alerts = state.alerts.health().status();
+    let ready = otlp && store && alerts != "not_ready";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -80,7 +87,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = json!({
         "ready": ready,
-        "components": { "otlp": word(otlp), "store": word(store) },
+        "components": { "otlp": word(otlp), "store": word(store), "alerts": alerts },
     });
     (status, axum::Json(body)).into_response()
 }

@@ -87,10 +87,26 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
     let readiness = Arc::new(Readiness::default());
     readiness.otlp.store(true, Ordering::Relaxed);
     readiness.store_writer.store(true, Ordering::Relaxed);
+    let alert_config = crate::alert::AlertConfig::default().validate().unwrap();
+    let (alerts, _input) = crate::alert::AlertService::build(
+        alert_config,
+        dir,
+        crate::alert::AlertTelemetry::register(&mut registry),
+    )
+    .unwrap();
+    let handle = alerts.handle();
+    tokio::spawn(alerts.run(tokio_util::sync::CancellationToken::new()));
+    for _ in 0..200 {
+        if handle.health().status() == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let state = AppState {
         reader: StoreReader::open(dir).unwrap(),
         registry: Arc::new(registry),
         readiness,
+        alerts: handle,
         max_rows: 100,
     };
     (state, t0)
@@ -164,6 +180,9 @@ async fn health_ready_and_metrics() {
     let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["components"]["store"], "ready");
+    assert_eq!(body["components"]["alerts"], "ready");
+    let (status, body) = get(&state, "/api/v1/alerting/alerts").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     state.readiness.otlp.store(false, Ordering::Relaxed);
     let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -305,6 +305,7 @@ struct RunResult {
     others_core_fraction: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
+    rss_anon_kib: u64,
     drain: Duration,
     exit: String,
     problems: Vec<String>,
@@ -519,6 +520,7 @@ async fn run_once(
         others_core_fraction: others_cpu.as_secs_f64() / elapsed.as_secs_f64(),
         peak_rss_kib: memory.peak_rss_kib,
         rss_kib: memory.rss_kib,
+        rss_anon_kib: memory.rss_anon_kib,
         drain,
         exit,
         problems: stopped.problems,
@@ -564,8 +566,8 @@ fn mib(kib: u64) -> f64 {
 fn print_run(r: &RunResult, rep: usize) {
     let mut line = format!(
         "run {:<13} {:<10} rep {}: {:>9.0} items/s, {} req ok, {} refused, {} errors, cpu {:>5.1}% \
-         of a core (load generator {:.0}%, other processes {:.0}%), peak rss {:.1} MiB (rss {:.1} \
-         MiB), drain {:.1} s, {}",
+         of a core (load generator {:.0}%, other processes {:.0}%), peak rss {:.1} MiB (at \
+         the end {:.1} MiB, anonymous {:.1} MiB), drain {:.1} s, {}",
         r.mode.name(),
         r.target.name(),
         rep + 1,
@@ -578,6 +580,7 @@ fn print_run(r: &RunResult, rep: usize) {
         r.others_core_fraction * 100.0,
         mib(r.peak_rss_kib),
         mib(r.rss_kib),
+        mib(r.rss_anon_kib),
         r.drain.as_secs_f64(),
         r.exit,
     );

@@ -67,6 +67,8 @@ pub struct Stopped {
 pub struct Memory {
     pub peak_rss_kib: u64,
     pub rss_kib: u64,
+    /// Anonymous (heap) part of the current RSS; the rest is mapped files and shared memory.
+    pub rss_anon_kib: u64,
 }
 
 impl Server {
@@ -253,6 +255,7 @@ impl Server {
         Ok(Memory {
             peak_rss_kib: field("VmHWM:")?,
             rss_kib: field("VmRSS:")?,
+            rss_anon_kib: field("RssAnon:")?,
         })
     }
 

@@ -548,6 +548,8 @@ fn severity_classes() {
         (0, " CRITICAL", "FATAL"),
         (0, "notice", "INFO"),
         (0, "é", "UNSPECIFIED"),
+        (0, "éééé", "UNSPECIFIED"),
+        (0, "ÉRROR", "UNSPECIFIED"),
         (-3, "debug", "DEBUG"),
     ];
     for (number, text, expected) in cases {
@@ -686,31 +688,44 @@ async fn a_closed_output_counts_drops() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-#[ignore]
-async fn tmp_perf_logs() {
-    let (mut deriver, telemetry) = deriver();
-    let make = || {
-        let records = (0..100)
-            .map(|i| {
-                let mut r = log(9, &format!("order {i} enriched with 3 line items in 12 ms"));
-                r.attributes = vec![kv("order.id", &i.to_string())];
-                r.trace_id = vec![7; 16];
-                r.span_id = vec![9; 8];
-                r.severity_text = "INFO".to_owned();
-                r
-            })
-            .collect();
-        OtlpRequest::Logs(logs("svc", records))
-    };
-    let requests: Vec<OtlpRequest> = (0..2000).map(|_| make()).collect();
-    let start = std::time::SystemTime::now();
-    for r in requests {
-        feed(&mut deriver, &telemetry, r);
-        if deriver.pending.logs.len() >= 1000 {
-            std::hint::black_box(std::mem::take(&mut deriver.pending));
+proptest::proptest! {
+    /// Whatever decodes (here: valid requests with random bytes flipped) is screened and
+    /// derived without a panic.
+    #[test]
+    fn corrupted_requests_never_panic_the_deriver(
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+        kind in 0..3u8,
+    ) {
+        use prost::Message;
+        let (body, kind) = match kind {
+            0 => {
+                let mut structured = log(30, "x");
+                structured.severity_text = "éééé".to_owned();
+                (logs("svc", vec![log(9, "a"), structured]).encode_to_vec(), crate::otlp::SignalKind::Logs)
+            }
+            1 => {
+                let mut point = gauge_point(vec![kv("pipeline.stage", "s"), int_kv("n", -1)], 2.0);
+                point.time_unix_nano = u64::MAX;
+                (metrics("svc", vec![gauge("g", vec![point])]).encode_to_vec(), crate::otlp::SignalKind::Metrics)
+            }
+            _ => {
+                let mut job = span(3, 10, 10, true);
+                job.attributes = vec![kv("job.name", "j")];
+                let mut backwards = span(1, 100, 20, false);
+                backwards.start_time_unix_nano = u64::MAX;
+                (traces("svc", vec![backwards, job]).encode_to_vec(), crate::otlp::SignalKind::Traces)
+            }
+        };
+        let mut body = body;
+        for (at, value) in flips {
+            let len = body.len();
+            body[at % len] = value;
+        }
+        if let Ok(mut request) = crate::otlp::decode_request(kind, crate::otlp::Encoding::Protobuf, bytes::Bytes::from(body)) {
+            crate::otlp::screen(&mut request);
+            let (mut deriver, telemetry) = deriver();
+            feed(&mut deriver, &telemetry, request);
+            close(&mut deriver);
         }
     }
-    let el = start.elapsed().unwrap();
-    eprintln!("derive: {:.0} logs/s", 200_000.0 / el.as_secs_f64());
 }

@@ -84,9 +84,7 @@ impl ClusterClient {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
-            .set("max.partition.fetch.bytes", "4096")
-            .set("queued.min.messages", "1")
-            .set("queued.max.messages.kbytes", "1024");
+            .set("max.partition.fetch.bytes", "4096");
         let timestamps: BaseConsumer = timestamp_config.create().map_err(client_error)?;
         Ok(Self {
             cluster: cluster.name.clone(),

@@ -145,7 +145,8 @@ pub(crate) async fn serve(
         .await
 }
 
-/// Turns tonic's `INTERNAL` answer to an undecodable message into `INVALID_ARGUMENT`.
+/// Turns tonic's `INTERNAL` answer to an undecodable or undecompressable message into
+/// `INVALID_ARGUMENT`.
 ///
 /// A request that fails to decode is answered before any handler runs, as a trailers-only
 /// response whose status sits in the headers, so rewriting the header is enough.
@@ -154,8 +155,14 @@ fn decode_errors_as_invalid_argument<B>(mut response: http::Response<B>) -> http
     let is_internal = headers.get("grpc-status").is_some_and(|v| v == "13");
     let is_decode_error = headers.get("grpc-message").is_some_and(|message| {
         let message = message.as_bytes();
-        message.starts_with(b"failed to decode Protobuf message")
-            || message.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+        [
+            &b"failed to decode Protobuf message"[..],
+            b"failed%20to%20decode%20Protobuf%20message",
+            b"Error decompressing",
+            b"Error%20decompressing",
+        ]
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
     });
     if is_internal && is_decode_error {
         headers.insert(
@@ -247,6 +254,11 @@ mod tests {
             "{}",
             status.message()
         );
+
+        let gzip =
+            Status::internal("Error decompressing: invalid gzip header, while sending request");
+        let response = decode_errors_as_invalid_argument(gzip.into_http::<()>());
+        assert_eq!(response.headers()["grpc-status"], "3");
 
         let other = Status::internal("something else").into_http::<()>();
         let response = decode_errors_as_invalid_argument(other);

@@ -198,7 +198,7 @@ impl Rejection {
 
 /// Counts of rejected items per [`Rejection`], indexed like [`Rejection::ALL`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Rejections([u64; 4]);
+pub(crate) struct Rejections([u64; 4]);
 
 impl Rejections {
     fn add(&mut self, rejection: Rejection, items: u64) {
@@ -241,7 +241,7 @@ fn is_valid_id(id: &[u8], len: usize) -> bool {
 /// Rejects the unusable items of a request in place and returns what was rejected.
 ///
 /// One pass counts; a second pass removes, and runs only when something was rejected.
-fn screen(request: &mut OtlpRequest) -> Rejections {
+pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
     let mut rejections = Rejections::default();
     match request {
         OtlpRequest::Traces(request) => {

@@ -5,6 +5,12 @@
 //! - [`robust_baseline`]: per-series streaming baseline (median/MAD over a ring window plus a
 //!   robust EWMA level); the model every derived series is scored by.
 //! - [`windowed_gaussian`]: the textbook mean/standard-deviation baseline, kept for benchmarks.
+//! - [`pca_residual`]: PCA residual (SPE with the Q-statistic) on vectors such as the event
+//!   counts of a log session; the classic baseline of log anomaly detection.
+//! - [`session_workflow`]: log sessions judged against the workflow learnt from earlier ones
+//!   (rare templates, stalls, broken count invariants).
 
+pub mod pca_residual;
 pub mod robust_baseline;
+pub mod session_workflow;
 pub mod windowed_gaussian;
