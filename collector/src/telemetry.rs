@@ -135,6 +135,10 @@ impl CollectorTelemetry {
             inflight_bytes: Gauge::default(),
             queue_depth: Gauge::default(),
         };
+        // Every signal shows 0 from the first scrape, not only after its first item.
+        for signal in [Signal::Spans, Signal::MetricPoints, Signal::LogRecords] {
+            drop(telemetry.accepted.get_or_create(&SignalLabels { signal }));
+        }
         // prometheus-client appends `_total` to counter names.
         registry.register(
             "pipewarden_collector_accepted",

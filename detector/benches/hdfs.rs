@@ -14,7 +14,9 @@
 //! from the earlier half (labels unused) and judge the later half as it stands when the log ends
 //! (the time of its last line). Reported: precision, recall and F1 on anomalous blocks of the
 //! later half, for the workflow model (alert threshold 70) and the PCA baseline (tf-idf weighted
-//! event counts, Q-statistic threshold), and their ratio.
+//! event counts, Q-statistic threshold), and their ratio. `$PIPEWARDEN_HDFS_MODEL`
+//! (`name=value,...`) overrides workflow parameters for experiments; `--details` lists the rare
+//! templates found.
 
 // A benchmark binary reports bad input by aborting with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,7 +29,7 @@ use linfa::{DatasetBase, ParamGuard, traits::Fit};
 use ndarray::Array2;
 use pipewarden_detector::models::pca_residual::PcaResidual;
 use pipewarden_detector::models::session_workflow::{
-    SessionEvent, SessionFinding, SessionSet, SessionWorkflow,
+    SessionEvent, SessionFinding, SessionSet, SessionWorkflow, SessionWorkflowParams,
 };
 use pipewarden_detector::templates::TemplateMiner;
 
@@ -145,7 +147,7 @@ fn main() {
         truth.iter().filter(|&&anomalous| anomalous).count()
     );
 
-    let workflow_params = SessionWorkflow::params().check().unwrap();
+    let workflow_params = workflow_params().check().unwrap();
     let set = SessionSet {
         sessions: train,
         miner: &miner,
@@ -243,6 +245,27 @@ fn main() {
             println!("  {kind:<9} {count:>4}  {text}");
         }
     }
+}
+
+/// Returns the workflow model's parameters: the defaults, with the overrides of
+/// `$PIPEWARDEN_HDFS_MODEL` (`name=value,...`, for experiments).
+fn workflow_params() -> SessionWorkflowParams {
+    let mut params = SessionWorkflow::params();
+    let overrides = std::env::var("PIPEWARDEN_HDFS_MODEL").unwrap_or_default();
+    for setting in overrides.split(',').filter(|setting| !setting.is_empty()) {
+        let (name, value) = setting.split_once('=').expect("overrides are name=value");
+        let number: f64 = value.parse().expect("override values are numbers");
+        params = match name {
+            "novel_fraction" => params.novel_fraction(number),
+            "rare_fraction" => params.rare_fraction(number),
+            "timeout_margin" => params.timeout_margin(number),
+            "invariant_support" => params.invariant_support(number),
+            "invariant_hold" => params.invariant_hold(number),
+            "min_lag_ms" => params.min_lag_ms(number as i64),
+            _ => panic!("unknown model parameter {name}"),
+        };
+    }
+    params
 }
 
 fn load_labels(path: &Path) -> HashMap<String, bool> {

@@ -13,3 +13,4 @@ mod bad_input;
 mod infra;
 mod otlp_clients;
 mod shutdown;
+mod elasticsearch;

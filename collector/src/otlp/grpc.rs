@@ -170,6 +170,24 @@ fn decode_errors_as_invalid_argument<B>(mut response: http::Response<B>) -> http
             HeaderValue::from(Code::InvalidArgument as i32),
         );
     }
+    // tonic answers a message over `max_decoding_message_size` with OUT_OF_RANGE, which OTLP
+    // clients retry forever; RESOURCE_EXHAUSTED without RetryInfo tells them not to.
+    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let is_too_large = headers.get("grpc-message").is_some_and(|message| {
+        let message = message.as_bytes();
+        [
+            &b"decoded message length too large"[..],
+            b"decoded%20message%20length%20too%20large",
+        ]
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+    });
+    if is_out_of_range && is_too_large {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
     response
 }
 

@@ -1,8 +1,8 @@
 //! Streaming log template mining, Drain-like.
 //!
-//! A log message is cut into whitespace-separated tokens; tokens that contain a digit (numbers,
-//! ids, addresses, paths with numbers, timestamps) are variables and become `<*>` before anything
-//! else. Messages are then grouped as Drain does (He et al., ICWS 2017): first by token count,
+//! A log message is cut into whitespace-separated tokens; the pieces of a token between `:`, `=`
+//! and `,` that contain a digit (numbers, ids, addresses, ports, paths with numbers, timestamps)
+//! are variables and become `<*>` before anything else. Messages are then grouped as Drain does (He et al., ICWS 2017): first by token count,
 //! then by their first `depth - 2` tokens (a variable token or a node with `max_children`
 //! children already goes to a `<*>` child), and in that leaf the message joins the most similar
 //! template (share of equal non-variable tokens at the same positions) if the similarity reaches
@@ -23,7 +23,8 @@
 //! let second = miner.add("Receiving block blk_2 src: /10.0.0.3:50010 dest: /10.0.0.2:50010", 9);
 //! assert_eq!(first.id, second.id);
 //! assert!(first.is_new && !second.is_new);
-//! assert_eq!(miner.template(first.id).unwrap().text(), "Receiving block <*> src: <*> dest: <*>");
+//! let text = miner.template(first.id).unwrap().text();
+//! assert_eq!(text, "Receiving block <*> src: <*>:<*> dest: <*>:<*>");
 //! # Ok::<(), pipewarden_detector::templates::DrainParamsError>(())
 //! ```
 
@@ -122,6 +123,39 @@ impl Template {
     }
 }
 
+/// Returns a token with its variable parts masked: the token is cut at `:`, `=` and `,`, and
+/// each piece holding a digit becomes `<*>` (`10.0.0.1:50010:Transmitted` becomes
+/// `<*>:<*>:Transmitted`, `retries=3` becomes `retries=<*>`).
+fn mask_token(token: &str) -> String {
+    if !token.bytes().any(|byte| byte.is_ascii_digit()) {
+        return token.to_owned();
+    }
+    let mut masked = String::with_capacity(token.len());
+    for (index, piece) in token.split([':', '=', ',']).enumerate() {
+        if index > 0 {
+            // The separator that ended the previous piece.
+            let separator_at = masked_len_in(token, index);
+            masked.push(token.as_bytes()[separator_at] as char);
+        }
+        if piece.bytes().any(|byte| byte.is_ascii_digit()) {
+            masked.push_str(WILDCARD);
+        } else {
+            masked.push_str(piece);
+        }
+    }
+    masked
+}
+
+/// Returns the byte offset in `token` of the `nth` separator (1-based).
+fn masked_len_in(token: &str, nth: usize) -> usize {
+    token
+        .bytes()
+        .enumerate()
+        .filter(|(_, byte)| matches!(byte, b':' | b'=' | b','))
+        .nth(nth - 1)
+        .map_or(0, |(offset, _)| offset)
+}
+
 /// Returns whether `text` holds an error keyword.
 fn reads_like_failure(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
@@ -193,13 +227,7 @@ impl TemplateMiner {
         let tokens: Vec<String> = message
             .split_whitespace()
             .take(self.params.max_tokens)
-            .map(|token| {
-                if token.bytes().any(|byte| byte.is_ascii_digit()) {
-                    WILDCARD.to_owned()
-                } else {
-                    token.to_owned()
-                }
-            })
+            .map(mask_token)
             .collect();
         let key = self.leaf_key(&tokens);
         let best = self.leaves.get(&key).and_then(|candidates| {
@@ -312,6 +340,17 @@ mod tests {
 
     fn miner() -> TemplateMiner {
         TemplateMiner::new(TemplateMiner::params().check().unwrap())
+    }
+
+    #[test]
+    fn masks_the_variable_pieces_of_a_token() {
+        assert_eq!(
+            mask_token("10.0.0.1:50010:Transmitted"),
+            "<*>:<*>:Transmitted"
+        );
+        assert_eq!(mask_token("retries=3,"), "retries=<*>,");
+        assert_eq!(mask_token("src:"), "src:");
+        assert_eq!(mask_token("blk_-123"), "<*>");
     }
 
     #[test]

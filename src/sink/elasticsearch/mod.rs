@@ -38,5 +38,5 @@ pub use redact::{RedactionConfig, Redactor};
 pub use retry::{SendError, Verdict, classify_status};
 pub use sink::{ElasticsearchError, ElasticsearchSink, SinkInput};
 pub use spool::SpoolError;
-pub use telemetry::EsTelemetry;
+pub use telemetry::{EsTelemetry, ReasonLabel};
 pub use templates::ilm_policy_name;

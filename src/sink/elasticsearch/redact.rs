@@ -34,7 +34,7 @@ pub struct RedactionConfig {
     pub tokens: bool,
     /// Extra rules: a name and a regex each.
     pub custom: Vec<CustomRule>,
-    /// `mask` (default: `[REDACTED:<rule>]`) or `hash` (`[<rule>:<keyed hash>]`).
+    /// `mask` (default: `[REDACTED:<rule>]`) or `hash` (`[<rule>#<keyed hash>]`).
     pub action: RedactionAction,
     /// Key of the keyed hash; required (at least 16 bytes) with `action = "hash"`.
     pub hash_key: Option<String>,
@@ -72,7 +72,7 @@ pub struct CustomRule {
 pub enum RedactionAction {
     /// `[REDACTED:<rule>]`.
     Mask,
-    /// `[<rule>:<first 64 bits of HMAC-SHA256, as letters a-p>]`.
+    /// `[<rule>#<first 64 bits of HMAC-SHA256, as letters a-p>]`.
     Hash,
 }
 
@@ -216,7 +216,7 @@ impl Redactor {
                     .flat_map(|b| [b >> 4, b & 0x0f])
                     .map(|n| char::from(b'a' + n))
                     .collect();
-                format!("[{rule}:{letters}]")
+                format!("[{rule}#{letters}]")
             }
         }
     }
@@ -333,7 +333,7 @@ mod tests {
         let a = hashing();
         let x = a.redact_str("user a@b.io and ORD-123456").into_owned();
         assert_eq!(x, a.redact_str("user a@b.io and ORD-123456"));
-        assert!(x.starts_with("user [email:") && x.contains("[order:"), "{x}");
+        assert!(x.starts_with("user [email#") && x.contains("[order#"), "{x}");
         let other = RedactionConfig {
             action: RedactionAction::Hash,
             hash_key: Some("another-key-of-16-bytes".into()),

@@ -546,6 +546,7 @@ async fn deliver(
             }
         };
         ctx.health.publish(HealthState::Ready);
+        backoff.reset();
         let mut done = Vec::new();
         let mut dead = Vec::new();
         let mut retry = Vec::new();

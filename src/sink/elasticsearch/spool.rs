@@ -288,16 +288,6 @@ impl Spool {
         total.saturating_sub(self.ack.offset)
     }
 
-    /// Returns how many records were handed out and not yet acknowledged.
-    pub fn in_flight(&self) -> usize {
-        self.pending.values().filter(|p| !p.done).count()
-    }
-
-    /// Returns how many times a corrupt record made the reader skip a segment's rest.
-    pub fn corrupt_skips(&self) -> u64 {
-        self.corrupt_skips
-    }
-
     /// Returns how many unsent records `drop_oldest` dropped since open.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
@@ -455,11 +445,12 @@ impl Spool {
                     }
                     Ok(None) => break,
                     Err(()) => {
+                        self.corrupt_skips += 1;
                         tracing::warn!(
                             segment = %path.display(), offset = self.read.offset,
+                            skips_total = self.corrupt_skips,
                             "corrupt spool record; skipping the rest of the segment"
                         );
-                        self.corrupt_skips += 1;
                         self.read.offset = segment_len;
                         break;
                     }

@@ -241,9 +241,8 @@ impl SessionWorkflow {
             let index = event.template.0 as usize;
             let ending = self.ending_share.get(index).copied().unwrap_or(1.0);
             let wait = self.longest_wait_ms.get(index).copied().flatten();
-            let Some(wait) = wait.filter(|_| ending < ENDING_SHARE) else {
-                return None;
-            };
+            // A common ending, or a template never followed in training: the session may end here.
+            let wait = wait.filter(|_| ending < ENDING_SHARE)?;
             let allowed = (self.params.timeout_margin * wait.max(1) as f64) as i64;
             if limit.is_none_or(|(_, current)| allowed > current) {
                 limit = Some((event.template, allowed));
