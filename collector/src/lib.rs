@@ -19,6 +19,10 @@ pub use crate::config::{
     CollectorConfig, JobsConfig, OtlpConfig, SignalsConfig, ValidCollectorConfig,
 };
 pub use crate::error::{CollectorError, ConfigError};
+pub use crate::kafka_lag::{
+    GroupLag, KafkaLagConfig, KafkaLagError, KafkaLagSource, LagHealth, LagReport, LagState,
+    LagStatus, LagTelemetry, PartitionLag, StatusChange, ValidKafkaLagConfig,
+};
 pub use crate::signal::*;
 pub use crate::telemetry::CollectorTelemetry;
 

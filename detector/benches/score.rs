@@ -1,5 +1,7 @@
-//! Points per second of `observe()`: the robust baseline beside a windowed Gaussian baseline,
-//! per model and through the series bank.
+//! Throughput of the detector's hot paths, each beside a trivial baseline in the same run:
+//! points per second of the robust baseline (windowed Gaussian baseline), per model and through
+//! the series bank; vectors per second of the embedding monitor (distance to the running mean);
+//! lines per second of template mining (hashing the line).
 //!
 //! Run with `cargo bench -p pipewarden-detector --bench score`; compare the models as ratios of
 //! their throughputs measured in the same run.
@@ -11,6 +13,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use linfa::ParamGuard;
+use pipewarden_detector::models::embedding_drift::EmbeddingDrift;
+use pipewarden_detector::templates::TemplateMiner;
 use pipewarden_detector::{RobustBaseline, SeriesBank, WindowedGaussian};
 
 const POINTS: usize = 100_000;
@@ -93,5 +97,85 @@ fn bench_bank(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_models, bench_bank);
+/// Embedding monitor (64 dimensions, default reference and window) beside the trivial baseline:
+/// distance to the running mean vector.
+fn bench_embeddings(c: &mut Criterion) {
+    const DIMENSIONS: usize = 64;
+    const VECTORS: usize = 2_000;
+    let values = series(VECTORS * DIMENSIONS);
+    let vectors: Vec<&[f64]> = values.chunks_exact(DIMENSIONS).collect();
+    let mut group = c.benchmark_group("embedding_observe");
+    group.throughput(Throughput::Elements(VECTORS as u64));
+    let mut monitor = EmbeddingDrift::params(DIMENSIONS).build().unwrap();
+    group.bench_function(BenchmarkId::new("embedding_drift", "dimensions=64"), |b| {
+        b.iter(|| {
+            for vector in &vectors {
+                black_box(monitor.observe(vector).unwrap());
+            }
+        })
+    });
+    let mut mean = vec![0.0; DIMENSIONS];
+    let mut seen = 0.0;
+    group.bench_function(
+        BenchmarkId::new("centroid_distance", "dimensions=64"),
+        |b| {
+            b.iter(|| {
+                for vector in &vectors {
+                    let distance: f64 = vector
+                        .iter()
+                        .zip(&mean)
+                        .map(|(x, m)| (x - m) * (x - m))
+                        .sum::<f64>()
+                        .sqrt();
+                    seen += 1.0;
+                    for (m, x) in mean.iter_mut().zip(vector.iter()) {
+                        *m += (x - *m) / seen;
+                    }
+                    black_box(distance);
+                }
+            })
+        },
+    );
+    group.finish();
+}
+
+/// Template mining of HDFS-like lines beside the trivial baseline: hashing the whole line.
+fn bench_templates(c: &mut Criterion) {
+    let lines: Vec<String> = (0..10_000)
+        .map(|i| match i % 4 {
+            0 => format!("Receiving block blk_{i} src: /10.250.{}.7:50010 dest: /10.250.3.9:50010", i % 250),
+            1 => format!("PacketResponder {} for block blk_{i} terminating", i % 3),
+            2 => format!("Received block blk_{i} of size {} from /10.251.{}.2", 67_108_864 - i, i % 250),
+            _ => format!("BLOCK* NameSystem.addStoredBlock: blockMap updated: 10.251.{}.9:50010 is added to blk_{i} size 67108864", i % 250),
+        })
+        .collect();
+    let mut group = c.benchmark_group("template_add");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    let mut miner = TemplateMiner::new(TemplateMiner::params().check().unwrap());
+    group.bench_function("drain", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(miner.add(line, 9));
+            }
+        })
+    });
+    group.bench_function("hash_line", |b| {
+        b.iter(|| {
+            for line in &lines {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(line, &mut hasher);
+                black_box(std::hash::Hasher::finish(&hasher));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_models,
+    bench_bank,
+    bench_embeddings,
+    bench_templates
+);
 criterion_main!(benches);

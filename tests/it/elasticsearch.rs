@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pipewarden::sink::elasticsearch::{
     BatchConfig, ElasticsearchConfig, ElasticsearchSink, EsDocument, EsTelemetry, IndexKind,
-    IndexMode, RetryConfig, SinkInput, SpoolConfig,
+    IndexMode, RetryConfig, SinkInput, SpoolConfig, rfc3339_millis,
 };
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -21,7 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{DEADLINE, Osmem, eventually};
 
-fn config(url: &str, mode: IndexMode, namespace: &str, dir: &std::path::Path) -> ElasticsearchConfig {
+fn config(
+    url: &str,
+    mode: IndexMode,
+    namespace: &str,
+    dir: &std::path::Path,
+) -> ElasticsearchConfig {
     ElasticsearchConfig {
         enabled: true,
         urls: vec![url.to_owned()],
@@ -83,8 +88,18 @@ impl Running {
     }
 }
 
+/// A recent time (an hour ago, on a whole minute): older documents would be deleted by the
+/// retention job of index mode.
+fn recent_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (now - 3_600_000) / 60_000 * 60_000
+}
+
 fn stage_doc(i: usize) -> EsDocument {
-    let start = 1_763_000_000_000 + i as i64 * 10_000;
+    let start = recent_ms() + i as i64 * 10;
     let window = pipewarden_collector::StageWindow {
         stage: format!("svc/stage-{}", i % 3),
         window_start_ms: start,
@@ -124,14 +139,20 @@ async fn count(url: &str, pattern: &str) -> Result<u64, String> {
         .json()
         .await
         .map_err(|e| e.to_string())?;
-    body["count"].as_u64().ok_or_else(|| format!("no count: {body}"))
+    body["count"]
+        .as_u64()
+        .ok_or_else(|| format!("no count: {body}"))
 }
 
 async fn wait_count(url: &str, pattern: &str, expected: u64) {
     let what = format!("{expected} documents in {pattern}");
     eventually(&what, DEADLINE, || async {
         let n = count(url, pattern).await?;
-        if n == expected { Ok(()) } else { Err(format!("count {n}")) }
+        if n == expected {
+            Ok(())
+        } else {
+            Err(format!("count {n}"))
+        }
     })
     .await;
 }
@@ -140,10 +161,15 @@ async fn wait_count(url: &str, pattern: &str, expected: u64) {
 async fn index_mode_installs_templates_and_documents_read_back_with_their_fields() {
     let osmem = Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let sink = start(&config(osmem.url(), IndexMode::Index, "readback", dir.path()));
+    let sink = start(&config(
+        osmem.url(),
+        IndexMode::Index,
+        "readback",
+        dir.path(),
+    ));
     let anomaly = pipewarden::anomaly::Anomaly {
         id: 0,
-        timestamp_ms: 1_763_000_000_000,
+        timestamp_ms: recent_ms(),
         series_key: "svc/a|span.count".into(),
         stage: "svc/a".into(),
         name: "span.count".into(),
@@ -170,14 +196,17 @@ async fn index_mode_installs_templates_and_documents_read_back_with_their_fields
     let client = http();
     for family in ["anomaly", "stage", "lag", "probe", "alert", "dead_letter"] {
         let status = client
-            .get(format!("{}/_index_template/pipewarden-{family}-readback", osmem.url()))
+            .get(format!(
+                "{}/_index_template/pipewarden-{family}-readback",
+                osmem.url()
+            ))
             .send()
             .await
             .unwrap()
             .status();
         assert!(status.is_success(), "template {family}: {status}");
     }
-    let index = "pipewarden-anomaly-readback-2025.11.13";
+    let index = &IndexKind::Anomaly.target(IndexMode::Index, "readback", anomaly.timestamp_ms);
     let mapping: Value = client
         .get(format!("{}/{index}/_mapping", osmem.url()))
         .send()
@@ -188,7 +217,10 @@ async fn index_mode_installs_templates_and_documents_read_back_with_their_fields
         .unwrap();
     let props = &mapping[index]["mappings"]["properties"];
     assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
-    assert_eq!(props["pipewarden"]["properties"]["anomaly"]["properties"]["score"]["type"], "double");
+    assert_eq!(
+        props["pipewarden"]["properties"]["anomaly"]["properties"]["score"]["type"],
+        "double"
+    );
     let hits: Value = client
         .get(format!("{}/{index}/_search", osmem.url()))
         .send()
@@ -200,20 +232,35 @@ async fn index_mode_installs_templates_and_documents_read_back_with_their_fields
     let hit = &hits["hits"]["hits"][0];
     assert_eq!(hit["_id"], leaky.id.as_str());
     let source = &hit["_source"];
-    assert_eq!(source["@timestamp"], "2025-11-13T02:13:20.000Z");
+    assert_eq!(
+        source["@timestamp"],
+        rfc3339_millis(anomaly.timestamp_ms).as_str()
+    );
     assert_eq!(source["event"]["dataset"], "pipewarden.anomaly");
     assert_eq!(source["service"]["name"], "svc");
     assert_eq!(source["observer"]["name"], "pipewarden");
     assert_eq!(source["pipewarden"]["anomaly"]["score"], 93.5);
-    assert_eq!(source["message"], "owner [REDACTED:email] from [REDACTED:ipv4]");
+    assert_eq!(
+        source["message"],
+        "owner [REDACTED:email] from [REDACTED:ipv4]"
+    );
 
     // The same document again is a 409 on its deterministic id: still one.
     sink.input.send(vec![leaky]).await.unwrap();
     eventually("the replay confirmed", DEADLINE, || async {
-        if sink.telemetry.sent.get() == 4 { Ok(()) } else { Err(sink.telemetry.sent.get()) }
+        if sink.telemetry.sent.get() == 4 {
+            Ok(())
+        } else {
+            Err(sink.telemetry.sent.get())
+        }
     })
     .await;
-    assert_eq!(count(osmem.url(), "pipewarden-anomaly-readback-*").await.unwrap(), 1);
+    assert_eq!(
+        count(osmem.url(), "pipewarden-anomaly-readback-*")
+            .await
+            .unwrap(),
+        1
+    );
     sink.shutdown().await;
 }
 
@@ -234,13 +281,17 @@ impl Outage {
         let (down2, cut2) = (Arc::clone(&down), Arc::clone(&cut));
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if down2.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection closed
                 }
                 let token = cut2.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         () = token.cancelled() => {}
@@ -274,7 +325,12 @@ async fn cluster_outage_under_a_steady_stream_ends_with_the_exact_count() {
     let osmem = Osmem::start().await;
     let outage = Outage::start(socket_addr(osmem.url())).await;
     let dir = tempfile::tempdir().unwrap();
-    let sink = start(&config(&outage.url(), IndexMode::Index, "outage", dir.path()));
+    let sink = start(&config(
+        &outage.url(),
+        IndexMode::Index,
+        "outage",
+        dir.path(),
+    ));
     let total = 600;
     for batch in 0..60 {
         if batch == 15 {
@@ -304,7 +360,12 @@ async fn cluster_outage_under_a_steady_stream_ends_with_the_exact_count() {
     assert!(failed > 0, "the outage was noticed");
     assert_eq!(sink.telemetry.dead_lettered.get(), 0);
     sink.shutdown().await;
-    assert_eq!(count(osmem.url(), "pipewarden-stage-outage-*").await.unwrap(), total);
+    assert_eq!(
+        count(osmem.url(), "pipewarden-stage-outage-*")
+            .await
+            .unwrap(),
+        total
+    );
 }
 
 #[tokio::test]
@@ -324,6 +385,10 @@ async fn crash_mid_stream_then_rebuild_on_the_same_spool_ends_with_the_exact_cou
     drop(first.input);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pipewarden=debug")
+        .with_test_writer()
+        .try_init();
     let second = start(&config);
     for batch in 20..40 {
         let docs = (batch * 10..batch * 10 + 10).map(stage_doc).collect();
@@ -331,7 +396,12 @@ async fn crash_mid_stream_then_rebuild_on_the_same_spool_ends_with_the_exact_cou
     }
     wait_count(osmem.url(), "pipewarden-stage-crash-*", 400).await;
     second.shutdown().await;
-    assert_eq!(count(osmem.url(), "pipewarden-stage-crash-*").await.unwrap(), 400);
+    assert_eq!(
+        count(osmem.url(), "pipewarden-stage-crash-*")
+            .await
+            .unwrap(),
+        400
+    );
 }
 
 /// Per-id attempts seen by the fake cluster, and what went to its dead-letter index.
@@ -364,8 +434,12 @@ async fn fake_bulk(
             *n
         };
         let item = match (source["mock"].as_str(), attempt) {
-            (Some("429"), 1) => json!({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}),
-            (Some("400"), _) => json!({"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [x]"}}),
+            (Some("429"), 1) => {
+                json!({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}})
+            }
+            (Some("400"), _) => {
+                json!({"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [x]"}})
+            }
             _ => json!({"status": 201, "result": "created"}),
         };
         let mut item = item;
@@ -381,18 +455,35 @@ async fn only_429_items_are_retried_and_400_items_reach_the_dead_letters() {
     use axum::routing::{get, post, put};
     let state = Arc::new(Mutex::new(FakeCluster::default()));
     let app = axum::Router::new()
-        .route("/", get(|| async { axum::Json(json!({"version": {"number": "8.15.0"}})) }))
+        .route(
+            "/",
+            get(|| async { axum::Json(json!({"version": {"number": "8.15.0"}})) }),
+        )
         .route("/_bulk", post(fake_bulk))
-        .route("/_ilm/policy/{name}", put(|| async { axum::Json(json!({"acknowledged": true})) }))
-        .route("/_component_template/{name}", put(|| async { axum::Json(json!({"acknowledged": true})) }))
-        .route("/_index_template/{name}", put(|| async { axum::Json(json!({"acknowledged": true})) }))
+        .route(
+            "/_ilm/policy/{name}",
+            put(|| async { axum::Json(json!({"acknowledged": true})) }),
+        )
+        .route(
+            "/_component_template/{name}",
+            put(|| async { axum::Json(json!({"acknowledged": true})) }),
+        )
+        .route(
+            "/_index_template/{name}",
+            put(|| async { axum::Json(json!({"acknowledged": true})) }),
+        )
         .with_state(Arc::clone(&state));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().unwrap();
-    let sink = start(&config(&format!("http://{addr}"), IndexMode::DataStream, "fake", dir.path()));
+    let sink = start(&config(
+        &format!("http://{addr}"),
+        IndexMode::DataStream,
+        "fake",
+        dir.path(),
+    ));
     let (ok, retry, refuse) = (30, 12, 7);
     let mut docs = Vec::new();
     for (i, marker) in std::iter::repeat_n("ok", ok)
@@ -411,7 +502,11 @@ async fn only_429_items_are_retried_and_400_items_reach_the_dead_letters() {
     eventually("every item settled", DEADLINE, || async {
         let t = &sink.telemetry;
         let settled = t.sent.get() + t.dead_lettered.get();
-        if settled == (ok + retry + refuse) as u64 { Ok(()) } else { Err(settled) }
+        if settled == (ok + retry + refuse) as u64 {
+            Ok(())
+        } else {
+            Err(settled)
+        }
     })
     .await;
     let telemetry = sink.telemetry.clone();
@@ -431,7 +526,10 @@ async fn only_429_items_are_retried_and_400_items_reach_the_dead_letters() {
     assert_eq!(dead_ids.len(), refuse);
     assert!(dead_ids.iter().all(|id| id.ends_with("-400")));
     let file = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
-    let lines: Vec<Value> = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), refuse);
     assert!(lines.iter().all(|l| l["status"] == 400
         && l["error_type"] == "mapper_parsing_exception"
@@ -442,7 +540,9 @@ async fn only_429_items_are_retried_and_400_items_reach_the_dead_letters() {
 #[tokio::test]
 async fn real_cluster_data_streams_ilm_and_templates() {
     let Ok(url) = std::env::var("PIPEWARDEN_TEST_ES_URL") else {
-        eprintln!("skipped: set PIPEWARDEN_TEST_ES_URL (e.g. http://elastic:pass@host:9200) to run the real-cluster suite");
+        eprintln!(
+            "skipped: set PIPEWARDEN_TEST_ES_URL (e.g. http://elastic:pass@host:9200) to run the real-cluster suite"
+        );
         return;
     };
     let namespace = format!("it{}", std::process::id());

@@ -61,7 +61,10 @@ async fn produce(bootstrap: &str, topic: &str, partition: i32, timestamps: Vec<O
             .create()
             .unwrap();
         for timestamp in timestamps {
-            let mut record = BaseRecord::to(&topic).partition(partition).payload("x").key("k");
+            let mut record = BaseRecord::to(&topic)
+                .partition(partition)
+                .payload("x")
+                .key("k");
             if let Some(ms) = timestamp {
                 record = record.timestamp(ms);
             }
@@ -231,17 +234,30 @@ async fn exact_lag_and_verdicts_for_committed_groups() {
         .await;
     assert_eq!(first.cluster, "local");
     let caught_up = group(&first, "caught-up").unwrap();
-    assert_eq!(caught_up.members, 0, "a group with no members is still reported");
+    assert_eq!(
+        caught_up.members, 0,
+        "a group with no members is still reported"
+    );
     assert_eq!((caught_up.lag_messages, caught_up.lag_seconds), (0, 0.0));
     assert_eq!(caught_up.status, LagStatus::Ok);
     let behind = group(&first, "behind").unwrap();
     assert_eq!(behind.lag_messages, 6);
     let p0 = partition(behind, "orders", 0);
-    assert_eq!((p0.committed, p0.low, p0.high, p0.lag_messages), (Some(2), 0, 5, 3));
+    assert_eq!(
+        (p0.committed, p0.low, p0.high, p0.lag_messages),
+        (Some(2), 0, 5, 3)
+    );
     let p1 = partition(behind, "orders", 1);
-    assert_eq!((p1.committed, p1.low, p1.high, p1.lag_messages), (None, 0, 3, 3));
+    assert_eq!(
+        (p1.committed, p1.low, p1.high, p1.lag_messages),
+        (None, 0, 3, 3)
+    );
     assert!(p0.lag_seconds > 0.0 && !p0.seconds_estimated, "{p0:?}");
-    assert_eq!(behind.status, LagStatus::Ok, "no verdict before the window is full");
+    assert_eq!(
+        behind.status,
+        LagStatus::Ok,
+        "no verdict before the window is full"
+    );
     let points: Vec<_> = first
         .points
         .iter()
@@ -253,15 +269,24 @@ async fn exact_lag_and_verdicts_for_committed_groups() {
         .unwrap();
     assert_eq!(group_point.value, 6.0);
     assert!(points.iter().any(|p| p.name == "kafka.lag_seconds"
-        && p.attributes == [("partition".into(), "1".into()), ("topic".into(), "orders".into())]));
+        && p.attributes
+            == [
+                ("partition".into(), "1".into()),
+                ("topic".into(), "orders".into())
+            ]));
 
     commit(&bootstrap, "rewound", "orders", &[(0, 1)]).await;
     let rewind = running
-        .report_where("REWIND", |r| status_of(r, "rewound") == Some(LagStatus::Rewind))
+        .report_where("REWIND", |r| {
+            status_of(r, "rewound") == Some(LagStatus::Rewind)
+        })
         .await;
-    assert!(rewind.status_changes.iter().any(|c| c.group == "rewound"
-        && c.partition.is_none()
-        && c.to == LagStatus::Rewind));
+    assert!(
+        rewind
+            .status_changes
+            .iter()
+            .any(|c| c.group == "rewound" && c.partition.is_none() && c.to == LagStatus::Rewind)
+    );
 
     // Nothing moves from here on: the window fills.
     let settled = running
@@ -278,7 +303,10 @@ async fn exact_lag_and_verdicts_for_committed_groups() {
         assert_eq!(status_of(&report, "tolerated"), Some(LagStatus::Ok));
         assert_eq!(status_of(&report, "behind"), Some(LagStatus::Stop));
         assert!(
-            report.status_changes.iter().all(|c| c.group != "behind" && c.group != "caught-up"),
+            report
+                .status_changes
+                .iter()
+                .all(|c| c.group != "behind" && c.group != "caught-up"),
             "notifications only on change: {:?}",
             report.status_changes
         );
@@ -286,7 +314,8 @@ async fn exact_lag_and_verdicts_for_committed_groups() {
     assert!(running.health.is_healthy());
     let metrics = running.metrics();
     assert!(
-        metrics.contains(r#"pipewarden_kafka_group_lag_messages{cluster="local",group="behind"} 6"#),
+        metrics
+            .contains(r#"pipewarden_kafka_group_lag_messages{cluster="local",group="behind"} 6"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"pipewarden_kafka_group_status{cluster="local",group="behind"} 4"#));
@@ -451,7 +480,13 @@ async fn lag_seconds_is_the_age_of_the_message_at_the_committed_offset() {
     create_topic(&bootstrap, "audit", 1).await;
     let now = unix_ms();
     let timestamps = [now - 90_000, now - 40_000, now - 10_000];
-    produce(&bootstrap, "audit", 0, timestamps.iter().map(|t| Some(*t)).collect()).await;
+    produce(
+        &bootstrap,
+        "audit",
+        0,
+        timestamps.iter().map(|t| Some(*t)).collect(),
+    )
+    .await;
     commit(&bootstrap, "auditor", "audit", &[(0, 1)]).await;
     let mut running = Running::start(lag_config(vec![cluster("local", &bootstrap)]), None);
     let report = running
@@ -462,7 +497,11 @@ async fn lag_seconds_is_the_age_of_the_message_at_the_committed_offset() {
     assert_eq!(p0.lag_messages, 2);
     assert!(!p0.seconds_estimated);
     let truth = (report.timestamp_ms - timestamps[1]) as f64 / 1000.0;
-    assert!((p0.lag_seconds - truth).abs() < 1.0, "{} vs {truth}", p0.lag_seconds);
+    assert!(
+        (p0.lag_seconds - truth).abs() < 1.0,
+        "{} vs {truth}",
+        p0.lag_seconds
+    );
     assert_eq!(auditor.lag_seconds, p0.lag_seconds);
 
     // The group moves on: the age follows the new committed offset.
@@ -474,7 +513,11 @@ async fn lag_seconds_is_the_age_of_the_message_at_the_committed_offset() {
         .await;
     let p0 = partition(group(&report, "auditor").unwrap(), "audit", 0);
     let truth = (report.timestamp_ms - timestamps[2]) as f64 / 1000.0;
-    assert!((p0.lag_seconds - truth).abs() < 1.0, "{} vs {truth}", p0.lag_seconds);
+    assert!(
+        (p0.lag_seconds - truth).abs() < 1.0,
+        "{} vs {truth}",
+        p0.lag_seconds
+    );
     running.stop().await;
 }
 
@@ -493,7 +536,9 @@ fn start_tansu_on(port: u16) -> ChildProcess {
 
 async fn wait_listening(port: u16) {
     crate::harness::eventually("tansu listening", DEADLINE, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop)
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(drop)
     })
     .await;
 }
@@ -530,7 +575,11 @@ async fn broker_down_makes_the_source_unhealthy_until_it_is_back() {
     })
     .await;
     assert_eq!(running.health.clusters(), vec![("local".to_owned(), false)]);
-    assert!(running.metrics().contains(r#"pipewarden_kafka_broker_up{cluster="local"} 0"#));
+    assert!(
+        running
+            .metrics()
+            .contains(r#"pipewarden_kafka_broker_up{cluster="local"} 0"#)
+    );
     // Reports already queued before the broker stopped do not count.
     while running.reports.try_recv().is_ok() {}
 
@@ -547,7 +596,11 @@ async fn broker_down_makes_the_source_unhealthy_until_it_is_back() {
         .await;
     assert_eq!(report.cluster, "local");
     assert!(running.health.is_healthy());
-    assert!(running.metrics().contains(r#"pipewarden_kafka_broker_up{cluster="local"} 1"#));
+    assert!(
+        running
+            .metrics()
+            .contains(r#"pipewarden_kafka_broker_up{cluster="local"} 1"#)
+    );
     running.stop().await;
 }
 
@@ -560,7 +613,10 @@ fn bad_config_names_the_key() {
     );
     config.clusters[0].bootstrap_servers = "127.0.0.1:9092".to_owned();
     config.clusters[0].groups.regex = Some("(unclosed".to_owned());
-    assert_eq!(config.validate().unwrap_err().field, "clusters[0].groups.regex");
+    assert_eq!(
+        config.validate().unwrap_err().field,
+        "clusters[0].groups.regex"
+    );
     let parsed: Result<KafkaLagConfig, _> = toml::from_str("[[clusters]]\nnmae = \"x\"\n");
     assert!(parsed.is_err());
 }

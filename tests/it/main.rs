@@ -10,7 +10,9 @@ mod harness;
 
 mod alerts;
 mod bad_input;
+mod elasticsearch;
 mod infra;
+mod kafka_lag;
 mod otlp_clients;
 mod shutdown;
-mod elasticsearch;
+mod ui;

@@ -42,6 +42,12 @@ pub(crate) struct GroupDescription {
 /// A partition of a topic.
 pub(crate) type TopicPartition = (String, i32);
 
+/// Low and high watermarks per partition, or the error text for that partition.
+pub(crate) type Watermarks = HashMap<TopicPartition, Result<(i64, i64), String>>;
+
+/// Message timestamps (Unix ms) per `(topic, partition, offset)`.
+pub(crate) type Timestamps = HashMap<(String, i32, i64), i64>;
+
 /// The librdkafka clients of one cluster: one reader for metadata, groups and watermarks, one
 /// consumer (no group, never commits) that reads single messages for their timestamps.
 pub(crate) struct ClusterClient {
@@ -119,7 +125,11 @@ impl ClusterClient {
             .iter()
             .filter(|t| t.error().is_none())
             .map(|t| {
-                let partitions = t.partitions().iter().map(|p| (p.id(), p.leader())).collect();
+                let partitions = t
+                    .partitions()
+                    .iter()
+                    .map(|p| (p.id(), p.leader()))
+                    .collect();
                 (t.name().to_owned(), partitions)
             })
             .collect();
@@ -150,8 +160,8 @@ impl ClusterClient {
     pub(crate) fn watermarks(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<HashMap<TopicPartition, Result<(i64, i64), String>>, KafkaLagError> {
-        let mut result: HashMap<TopicPartition, Result<(i64, i64), String>> = HashMap::new();
+    ) -> Result<Watermarks, KafkaLagError> {
+        let mut result = Watermarks::new();
         if partitions.is_empty() {
             return Ok(result);
         }
@@ -212,8 +222,8 @@ impl ClusterClient {
     pub(crate) fn read_timestamps(
         &self,
         wanted: &BTreeSet<(String, i32, i64)>,
-    ) -> Result<(HashMap<(String, i32, i64), i64>, u64), KafkaLagError> {
-        let mut found = HashMap::with_capacity(wanted.len());
+    ) -> Result<(Timestamps, u64), KafkaLagError> {
+        let mut found = Timestamps::with_capacity(wanted.len());
         let rounds = plan_timestamp_rounds(wanted);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let round_count = rounds.len() as u64;

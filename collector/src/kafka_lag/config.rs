@@ -238,7 +238,10 @@ impl KafkaLagConfig {
             return Err(ConfigError::new("window_samples", "must be at most 1000"));
         }
         if self.request_timeout.is_zero() {
-            return Err(ConfigError::new("request_timeout", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "request_timeout",
+                "must be greater than 0",
+            ));
         }
         if self.backoff_min.is_zero() {
             return Err(ConfigError::new("backoff_min", "must be greater than 0"));
@@ -265,7 +268,10 @@ impl KafkaLagConfig {
         for (i, threshold) in self.thresholds.iter().enumerate() {
             let field = format!("thresholds[{i}]");
             if threshold.group.is_empty() {
-                return Err(ConfigError::new(format!("{field}.group"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("{field}.group"),
+                    "must not be empty",
+                ));
             }
             let regex = Regex::new(&format!("^(?:{})$", threshold.group)).map_err(|err| {
                 ConfigError::new(format!("{field}.group"), format!("invalid regex: {err}"))
@@ -293,7 +299,10 @@ impl KafkaLagConfig {
 
 fn validate_cluster(field: &str, cluster: &ClusterConfig) -> Result<ValidCluster, ConfigError> {
     if cluster.name.is_empty() {
-        return Err(ConfigError::new(format!("{field}.name"), "must not be empty"));
+        return Err(ConfigError::new(
+            format!("{field}.name"),
+            "must not be empty",
+        ));
     }
     if cluster.name.contains('/') {
         return Err(ConfigError::new(
@@ -314,7 +323,9 @@ fn validate_cluster(field: &str, cluster: &ClusterConfig) -> Result<ValidCluster
         ));
     }
     for server in &servers {
-        let port = server.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+        let port = server
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
         match port {
             Some((host, Ok(port))) if !host.is_empty() && port != 0 => {}
             _ => {
@@ -372,12 +383,18 @@ fn validate_cluster(field: &str, cluster: &ClusterConfig) -> Result<ValidCluster
 
 fn validate_filter(field: &str, filter: &NameFilter) -> Result<ValidFilter, ConfigError> {
     if let Some(i) = filter.allow.iter().position(String::is_empty) {
-        return Err(ConfigError::new(format!("{field}.allow[{i}]"), "must not be empty"));
+        return Err(ConfigError::new(
+            format!("{field}.allow[{i}]"),
+            "must not be empty",
+        ));
     }
     let regex = match &filter.regex {
         None => None,
         Some(pattern) if pattern.is_empty() => {
-            return Err(ConfigError::new(format!("{field}.regex"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{field}.regex"),
+                "must not be empty",
+            ));
         }
         Some(pattern) => Some(Regex::new(pattern).map_err(|err| {
             ConfigError::new(format!("{field}.regex"), format!("invalid regex: {err}"))
@@ -466,10 +483,14 @@ mod tests {
         config.clusters[1] = cluster("");
         assert_eq!(error_field(&config), "clusters[1].name");
         config.clusters[1] = cluster("b");
-        config.clusters[1].client.insert("group.id".to_owned(), "x".to_owned());
+        config.clusters[1]
+            .client
+            .insert("group.id".to_owned(), "x".to_owned());
         assert_eq!(error_field(&config), "clusters[1].client.group.id");
         config.clusters[1] = cluster("b");
-        config.clusters[1].client.insert("no.such.setting".to_owned(), "x".to_owned());
+        config.clusters[1]
+            .client
+            .insert("no.such.setting".to_owned(), "x".to_owned());
         assert_eq!(error_field(&config), "clusters[1].client");
         config.clusters[1] = cluster("b");
         config.clusters[1]

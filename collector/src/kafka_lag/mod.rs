@@ -227,7 +227,10 @@ impl ClusterLoop {
     async fn run(mut self, shutdown: CancellationToken) {
         let cluster = self.poller.cluster.name.clone();
         let interval = self.config.source.poll_interval;
-        let (backoff_min, backoff_max) = (self.config.source.backoff_min, self.config.source.backoff_max);
+        let (backoff_min, backoff_max) = (
+            self.config.source.backoff_min,
+            self.config.source.backoff_max,
+        );
         let mut backoff = backoff_min;
         let mut failures = 0u64;
         let mut next_poll = Instant::now();
@@ -245,7 +248,8 @@ impl ClusterLoop {
             match result {
                 Ok((report, requests)) => {
                     let elapsed = started.elapsed();
-                    self.telemetry.poll_finished(&cluster, elapsed.as_secs_f64(), requests);
+                    self.telemetry
+                        .poll_finished(&cluster, elapsed.as_secs_f64(), requests);
                     self.telemetry.broker_up(&cluster, true);
                     self.health.set(self.index, true);
                     if failures > 0 {
@@ -269,7 +273,7 @@ impl ClusterLoop {
                     self.poller.reset_connections();
                     failures += 1;
                     // Log the first failure and then every 10th, not every retry.
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(
                             cluster = %cluster,
                             failures,

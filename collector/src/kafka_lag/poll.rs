@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::client::{
-    ClusterClient, ClusterMetadata, GroupDescription, TIMESTAMP_READER_GROUP, TopicPartition,
+    ClusterClient, ClusterMetadata, GroupDescription, TIMESTAMP_READER_GROUP, Timestamps,
+    TopicPartition,
 };
 use super::config::{OffsetFetchMode, ValidCluster, ValidKafkaLagConfig};
 use super::error::KafkaLagError;
@@ -25,6 +26,9 @@ pub const LAG_SECONDS: &str = "kafka.lag_seconds";
 /// Offsets of one group read this poll: per partition `(offset or -1, error code)`, or the
 /// group-level error.
 type GroupRead = Result<GroupOffsets, String>;
+
+/// A partition's sample of this poll, or why it could not be taken.
+type SampleRead = Result<Sample, String>;
 
 /// Error codes telling that a group's coordinator moved: COORDINATOR_LOAD_IN_PROGRESS,
 /// COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
@@ -151,13 +155,14 @@ impl ClusterPoller {
         } else {
             let list = partition_list.clone();
             requests += 2 * leaders;
-            self.blocking(move |client| client.watermarks(&list)).await?
+            self.blocking(move |client| client.watermarks(&list))
+                .await?
         };
 
         steps.lap("watermarks");
         // Samples of this poll.
         let window = self.config.source.window_samples;
-        let mut samples: BTreeMap<(String, String, i32), Result<Sample, String>> = BTreeMap::new();
+        let mut samples: BTreeMap<(String, String, i32), SampleRead> = BTreeMap::new();
         for (group, partitions) in &group_partitions {
             let Some(Ok(offsets)) = reads.get(group) else {
                 continue;
@@ -222,7 +227,6 @@ impl ClusterPoller {
         let report = self.judge(now_ms, &groups, &mut reads, samples, &timestamps, window);
         steps.lap("judge");
         tracing::debug!(cluster = %self.cluster.name, requests, steps = %steps, "kafka lag poll");
-        eprintln!("TMPSTEPS {steps}");
         Ok((report, requests))
     }
 
@@ -352,8 +356,8 @@ impl ClusterPoller {
         now_ms: i64,
         groups: &[GroupDescription],
         reads: &mut HashMap<String, GroupRead>,
-        samples: BTreeMap<(String, String, i32), Result<Sample, String>>,
-        timestamps: &HashMap<(String, i32, i64), i64>,
+        samples: BTreeMap<(String, String, i32), SampleRead>,
+        timestamps: &Timestamps,
         window: usize,
     ) -> LagReport {
         let cluster = self.cluster.name.clone();
@@ -365,7 +369,7 @@ impl ClusterPoller {
         let mut live_partitions = BTreeSet::new();
         let max_partition_series = self.config.source.max_partition_series;
 
-        let mut samples_by_group: BTreeMap<String, Vec<((String, i32), Result<Sample, String>)>> =
+        let mut samples_by_group: BTreeMap<String, Vec<(TopicPartition, SampleRead)>> =
             BTreeMap::new();
         for ((group, topic, partition), sample) in samples {
             samples_by_group
@@ -394,8 +398,7 @@ impl ClusterPoller {
                 group_state.topics = std::mem::take(&mut old_group.topics);
                 worst = LagStatus::Err;
             }
-            for ((topic, partition), sample) in samples_by_group.remove(group).unwrap_or_default()
-            {
+            for ((topic, partition), sample) in samples_by_group.remove(group).unwrap_or_default() {
                 let mut partition_window = old_group
                     .topics
                     .get_mut(&topic)
@@ -485,7 +488,14 @@ impl ClusterPoller {
                     .insert(partition, partition_window);
             }
             if !read_failed {
-                push_points(&mut points, &stage, Vec::new(), now_ms, lag_messages, lag_seconds);
+                push_points(
+                    &mut points,
+                    &stage,
+                    Vec::new(),
+                    now_ms,
+                    lag_messages,
+                    lag_seconds,
+                );
             }
             if old_group.status != Some(worst)
                 && (old_group.status.is_some() || worst != LagStatus::Ok)
@@ -543,7 +553,8 @@ impl ClusterPoller {
             self.telemetry.remove_group(&cluster, &group);
             self.group_gauges.remove(&group);
         }
-        self.telemetry.status_changes(&cluster, changes.len() as u64);
+        self.telemetry
+            .status_changes(&cluster, changes.len() as u64);
 
         self.state = new_state;
         LagReport {
@@ -577,7 +588,7 @@ fn lag_seconds_of(
     window: &mut PartitionWindow,
     topic: &str,
     partition: i32,
-    timestamps: &HashMap<(String, i32, i64), i64>,
+    timestamps: &Timestamps,
     window_samples: usize,
 ) -> (f64, bool) {
     let Some(sample) = window.samples.back().copied() else {

@@ -68,7 +68,13 @@ impl WireClient {
     ) -> Result<HashMap<String, Result<Coordinator, i16>>, WireError> {
         let body = encode_find_coordinator(groups);
         let response = self
-            .round_trip(address, API_FIND_COORDINATOR, FIND_COORDINATOR_VERSION, &body, timeout)
+            .round_trip(
+                address,
+                API_FIND_COORDINATOR,
+                FIND_COORDINATOR_VERSION,
+                &body,
+                timeout,
+            )
             .await?;
         decode_find_coordinator(&response)
     }
@@ -85,7 +91,13 @@ impl WireClient {
     ) -> Result<HashMap<String, Result<GroupOffsets, i16>>, WireError> {
         let body = encode_offset_fetch(groups);
         let response = self
-            .round_trip(address, API_OFFSET_FETCH, OFFSET_FETCH_VERSION, &body, timeout)
+            .round_trip(
+                address,
+                API_OFFSET_FETCH,
+                OFFSET_FETCH_VERSION,
+                &body,
+                timeout,
+            )
             .await?;
         decode_offset_fetch(&response)
     }
@@ -108,7 +120,11 @@ impl WireClient {
             self.round_trip_inner(address, api_key, version, body),
         )
         .await
-        .unwrap_or_else(|_| Err(WireError(format!("no answer from {address} within {timeout:?}"))));
+        .unwrap_or_else(|_| {
+            Err(WireError(format!(
+                "no answer from {address} within {timeout:?}"
+            )))
+        });
         if result.is_err() {
             self.connections.remove(address);
         }
@@ -168,8 +184,8 @@ impl Connection {
             message.push(0); // header tagged fields
         }
         message.extend_from_slice(body);
-        let length = i32::try_from(message.len())
-            .map_err(|_| WireError("request too large".to_owned()))?;
+        let length =
+            i32::try_from(message.len()).map_err(|_| WireError("request too large".to_owned()))?;
         self.stream.write_all(&length.to_be_bytes()).await?;
         self.stream.write_all(&message).await?;
         let mut length = [0u8; 4];
@@ -177,7 +193,9 @@ impl Connection {
         let length = usize::try_from(i32::from_be_bytes(length))
             .map_err(|_| WireError("negative response length".to_owned()))?;
         if length > MAX_RESPONSE_BYTES {
-            return Err(WireError(format!("response of {length} bytes is too large")));
+            return Err(WireError(format!(
+                "response of {length} bytes is too large"
+            )));
         }
         let mut response = vec![0u8; length];
         self.stream.read_exact(&mut response).await?;
@@ -200,7 +218,9 @@ fn check_versions(response: &[u8]) -> Result<(), WireError> {
     let mut reader = Reader::new(response);
     let error = reader.i16()?;
     if error != 0 {
-        return Err(WireError(format!("ApiVersions failed with error code {error}")));
+        return Err(WireError(format!(
+            "ApiVersions failed with error code {error}"
+        )));
     }
     let count = reader.i32()?;
     let mut offset_fetch = None;
@@ -460,7 +480,8 @@ mod tests {
     #[test]
     fn decodes_a_find_coordinator_response() {
         // As answered by a broker (after the response header).
-        let response = b"\x00\x00\x00\x00\x03\x03g1\x00\x00\x00o\n127.0.0.1\x00\x00J\x94\x00\x00\x00\x00\
+        let response =
+            b"\x00\x00\x00\x00\x03\x03g1\x00\x00\x00o\n127.0.0.1\x00\x00J\x94\x00\x00\x00\x00\
             \x05nope\x00\x00\x00o\n127.0.0.1\x00\x00J\x94\x00\x0f\x00\x00\x00";
         let decoded = decode_find_coordinator(response).unwrap();
         assert_eq!(

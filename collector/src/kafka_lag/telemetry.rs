@@ -162,7 +162,9 @@ impl LagTelemetry {
 
     pub(crate) fn status_changes(&self, cluster: &str, count: u64) {
         if count > 0 {
-            self.status_changes.get_or_create(&cluster_labels(cluster)).inc_by(count);
+            self.status_changes
+                .get_or_create(&cluster_labels(cluster))
+                .inc_by(count);
         }
     }
 
@@ -270,7 +272,9 @@ impl LagHealth {
 
     /// Returns true when the last poll of every cluster succeeded (true with no cluster).
     pub fn is_healthy(&self) -> bool {
-        self.clusters.iter().all(|(_, up)| up.load(Ordering::Acquire))
+        self.clusters
+            .iter()
+            .all(|(_, up)| up.load(Ordering::Acquire))
     }
 
     /// Returns each cluster's name and whether its last poll succeeded, in configured order.

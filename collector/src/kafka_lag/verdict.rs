@@ -129,10 +129,12 @@ pub(crate) fn partition_status(
         return LagStatus::Ok;
     };
     // 1. REWIND: a committed offset lower than the one before it, anywhere in the window.
-    let rewound = recent.windows(2).any(|pair| match (pair[0].committed, pair[1].committed) {
-        (Some(before), Some(after)) => after < before,
-        _ => false,
-    });
+    let rewound = recent
+        .windows(2)
+        .any(|pair| match (pair[0].committed, pair[1].committed) {
+            (Some(before), Some(after)) => after < before,
+            _ => false,
+        });
     if rewound {
         return LagStatus::Rewind;
     }
@@ -214,13 +216,20 @@ mod tests {
             high: 10,
         };
         assert_eq!(s.lag_messages(), 6);
-        let s = Sample { committed: None, ..s };
+        let s = Sample {
+            committed: None,
+            ..s
+        };
         assert_eq!(s.lag_messages(), 8);
         let s = Sample {
             committed: Some(1),
             ..s
         };
-        assert_eq!(s.lag_messages(), 8, "a commit below the low watermark counts from it");
+        assert_eq!(
+            s.lag_messages(),
+            8,
+            "a commit below the low watermark counts from it"
+        );
         let s = Sample {
             committed: Some(11),
             ..s
@@ -231,7 +240,10 @@ mod tests {
     #[test]
     fn caught_up_is_ok() {
         let c = Some(10);
-        assert_eq!(status(&[(c, 10), (c, 10), (c, 10), (c, 10)], true), LagStatus::Ok);
+        assert_eq!(
+            status(&[(c, 10), (c, 10), (c, 10), (c, 10)], true),
+            LagStatus::Ok
+        );
     }
 
     #[test]
@@ -280,7 +292,13 @@ mod tests {
     fn a_commit_going_back_is_rewind_while_in_the_window() {
         let points = [(Some(8), 10), (Some(2), 10)];
         assert_eq!(status(&points, true), LagStatus::Rewind);
-        let later = [(Some(8), 10), (Some(2), 10), (Some(2), 10), (Some(2), 10), (Some(2), 10)];
+        let later = [
+            (Some(8), 10),
+            (Some(2), 10),
+            (Some(2), 10),
+            (Some(2), 10),
+            (Some(2), 10),
+        ];
         assert_eq!(
             status(&later, true),
             LagStatus::Stall,
@@ -331,6 +349,9 @@ mod tests {
         for (i, status) in LagStatus::ALL.iter().enumerate() {
             assert_eq!(status.code(), i as i64);
         }
-        assert_eq!(serde_json::to_string(&LagStatus::Stall).unwrap(), "\"STALL\"");
+        assert_eq!(
+            serde_json::to_string(&LagStatus::Stall).unwrap(),
+            "\"STALL\""
+        );
     }
 }

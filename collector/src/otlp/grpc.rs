@@ -145,50 +145,79 @@ pub(crate) async fn serve(
         .await
 }
 
-/// Turns tonic's `INTERNAL` answer to an undecodable or undecompressable message into
-/// `INVALID_ARGUMENT`.
-///
-/// A request that fails to decode is answered before any handler runs, as a trailers-only
-/// response whose status sits in the headers, so rewriting the header is enough.
-fn decode_errors_as_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let is_internal = headers.get("grpc-status").is_some_and(|v| v == "13");
-    let is_decode_error = headers.get("grpc-message").is_some_and(|message| {
+/// Maps tonic's own error answers onto the statuses OTLP clients act on, both in a
+/// trailers-only response (status in the headers) and in the trailers of a streamed one.
+fn decode_errors_as_invalid_argument<B>(response: http::Response<B>) -> http::Response<GrpcBody<B>>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+{
+    let (mut parts, body) = response.into_parts();
+    rewrite_grpc_status(&mut parts.headers);
+    let body = http_body_util::BodyExt::map_frame(body, rewrite_trailers as TrailerRewrite);
+    http::Response::from_parts(parts, body)
+}
+
+type TrailerRewrite = fn(http_body::Frame<bytes::Bytes>) -> http_body::Frame<bytes::Bytes>;
+
+/// Response body of the gRPC receiver: tonic's, with its trailers rewritten.
+type GrpcBody<B> = http_body_util::combinators::MapFrame<B, TrailerRewrite>;
+
+fn rewrite_trailers(mut frame: http_body::Frame<bytes::Bytes>) -> http_body::Frame<bytes::Bytes> {
+    if let Some(trailers) = frame.trailers_mut() {
+        rewrite_grpc_status(trailers);
+    }
+    frame
+}
+
+fn message_contains(headers: &http::HeaderMap, needles: &[&[u8]]) -> bool {
+    headers.get("grpc-message").is_some_and(|message| {
         let message = message.as_bytes();
-        [
-            &b"failed to decode Protobuf message"[..],
-            b"failed%20to%20decode%20Protobuf%20message",
-            b"Error decompressing",
-            b"Error%20decompressing",
-        ]
-        .iter()
-        .any(|prefix| message.starts_with(prefix))
-    });
-    if is_internal && is_decode_error {
+        needles
+            .iter()
+            .any(|needle| message.windows(needle.len()).any(|w| w == *needle))
+    })
+}
+
+/// Rewrites two of tonic's answers:
+/// - `INTERNAL` for a message that does not decode or decompress becomes `INVALID_ARGUMENT`
+///   (the client sent something malformed; retrying cannot help);
+/// - `OUT_OF_RANGE` for a message over `max_decoding_message_size` becomes
+///   `RESOURCE_EXHAUSTED` without RetryInfo, which OTLP clients do not retry (they would retry
+///   OUT_OF_RANGE forever).
+fn rewrite_grpc_status(headers: &mut http::HeaderMap) {
+    let status = headers.get("grpc-status").cloned();
+    let Some(status) = status else {
+        return;
+    };
+    if status == "13"
+        && message_contains(
+            headers,
+            &[
+                b"failed to decode Protobuf message",
+                b"failed%20to%20decode%20Protobuf%20message",
+                b"Error decompressing",
+                b"Error%20decompressing",
+            ],
+        )
+    {
         headers.insert(
             "grpc-status",
             HeaderValue::from(Code::InvalidArgument as i32),
         );
-    }
-    // tonic answers a message over `max_decoding_message_size` with OUT_OF_RANGE, which OTLP
-    // clients retry forever; RESOURCE_EXHAUSTED without RetryInfo tells them not to.
-    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
-    let is_too_large = headers.get("grpc-message").is_some_and(|message| {
-        let message = message.as_bytes();
-        [
-            &b"decoded message length too large"[..],
-            b"decoded%20message%20length%20too%20large",
-        ]
-        .iter()
-        .any(|prefix| message.starts_with(prefix))
-    });
-    if is_out_of_range && is_too_large {
+    } else if status == "11"
+        && message_contains(
+            headers,
+            &[
+                b"decoded message length too large",
+                b"decoded%20message%20length%20too%20large",
+            ],
+        )
+    {
         headers.insert(
             "grpc-status",
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
     }
-    response
 }
 
 #[cfg(test)]
@@ -263,7 +292,9 @@ mod tests {
     fn decode_failures_become_invalid_argument() {
         let status =
             Status::internal("failed to decode Protobuf message: Span.trace_id: buffer underflow");
-        let response = decode_errors_as_invalid_argument(status.into_http::<()>());
+        let response = decode_errors_as_invalid_argument(
+            status.into_http::<http_body_util::Empty<bytes::Bytes>>(),
+        );
         assert_eq!(response.headers()["grpc-status"], "3");
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -275,12 +306,47 @@ mod tests {
 
         let gzip =
             Status::internal("Error decompressing: invalid gzip header, while sending request");
-        let response = decode_errors_as_invalid_argument(gzip.into_http::<()>());
+        let response = decode_errors_as_invalid_argument(
+            gzip.into_http::<http_body_util::Empty<bytes::Bytes>>(),
+        );
         assert_eq!(response.headers()["grpc-status"], "3");
 
-        let other = Status::internal("something else").into_http::<()>();
+        let other =
+            Status::internal("something else").into_http::<http_body_util::Empty<bytes::Bytes>>();
         let response = decode_errors_as_invalid_argument(other);
         assert_eq!(response.headers()["grpc-status"], "13");
+    }
+
+    #[tokio::test]
+    async fn oversize_in_trailers_becomes_resource_exhausted() {
+        use http_body_util::BodyExt;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from(Code::OutOfRange as i32));
+        trailers.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "Error, decoded message length too large: found 8357 bytes, the limit is: 2048 bytes",
+            ),
+        );
+        let body = http_body_util::StreamBody::new(futures_stream(trailers));
+        let response = decode_errors_as_invalid_argument(http::Response::new(body));
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "8");
+
+        let mut unrelated = http::HeaderMap::new();
+        unrelated.insert("grpc-status", HeaderValue::from(Code::OutOfRange as i32));
+        let body = http_body_util::StreamBody::new(futures_stream(unrelated));
+        let response = decode_errors_as_invalid_argument(http::Response::new(body));
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "11");
+    }
+
+    fn futures_stream(
+        trailers: http::HeaderMap,
+    ) -> impl tokio_stream::Stream<Item = Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>
+    {
+        tokio_stream::iter(vec![Ok(http_body::Frame::trailers(trailers))])
     }
 
     #[tokio::test]

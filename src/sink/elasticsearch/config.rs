@@ -279,7 +279,10 @@ impl ElasticsearchConfig {
             let url = Url::parse(raw)
                 .map_err(|err| problem(&format!("urls[{i}]"), format!("{raw:?}: {err}")))?;
             if url.scheme() != "http" && url.scheme() != "https" {
-                return Err(problem(&format!("urls[{i}]"), "scheme must be http or https"));
+                return Err(problem(
+                    &format!("urls[{i}]"),
+                    "scheme must be http or https",
+                ));
             }
             urls.push(url);
         }
@@ -342,7 +345,10 @@ impl ElasticsearchConfig {
             return Err(problem("retry.backoff_min", "must be positive"));
         }
         if self.retry.backoff_max < self.retry.backoff_min {
-            return Err(problem("retry.backoff_max", "must be at least retry.backoff_min"));
+            return Err(problem(
+                "retry.backoff_max",
+                "must be at least retry.backoff_min",
+            ));
         }
         if self.spool.dir.as_os_str().is_empty() {
             return Err(problem("spool.dir", "must not be empty"));
@@ -433,7 +439,10 @@ mod tests {
             ("urls[0]", Box::new(|c| c.urls = vec!["ftp://x".into()])),
             ("urls[0]", Box::new(|c| c.urls = vec!["not a url".into()])),
             ("namespace", Box::new(|c| c.namespace = "Prod-1".into())),
-            ("retention", Box::new(|c| c.retention = Duration::from_secs(1))),
+            (
+                "retention",
+                Box::new(|c| c.retention = Duration::from_secs(1)),
+            ),
             ("batch.max_docs", Box::new(|c| c.batch.max_docs = 0)),
             ("batch.max_bytes", Box::new(|c| c.batch.max_bytes = 10)),
             ("max_in_flight", Box::new(|c| c.max_in_flight = 0)),
@@ -441,7 +450,10 @@ mod tests {
                 "retry.backoff_max",
                 Box::new(|c| c.retry.backoff_max = Duration::from_millis(1)),
             ),
-            ("spool.max_spool_bytes", Box::new(|c| c.spool.max_spool_bytes = 1)),
+            (
+                "spool.max_spool_bytes",
+                Box::new(|c| c.spool.max_spool_bytes = 1),
+            ),
             (
                 "auth",
                 Box::new(|c| {
@@ -454,7 +466,11 @@ mod tests {
             ),
             (
                 "auth.token",
-                Box::new(|c| c.auth = AuthConfig::Bearer { token: String::new() }),
+                Box::new(|c| {
+                    c.auth = AuthConfig::Bearer {
+                        token: String::new(),
+                    }
+                }),
             ),
         ];
         for (field, mutate) in cases {

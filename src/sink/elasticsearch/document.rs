@@ -91,7 +91,10 @@ impl IndexKind {
             }
             IndexMode::Index => {
                 let (y, m, d) = civil_date(timestamp_ms);
-                format!("pipewarden-{}-{namespace}-{y:04}.{m:02}.{d:02}", self.as_str())
+                format!(
+                    "pipewarden-{}-{namespace}-{y:04}.{m:02}.{d:02}",
+                    self.as_str()
+                )
             }
         }
     }
@@ -266,7 +269,13 @@ impl EsDocument {
         let partition_text = partition.map(|p| p.to_string()).unwrap_or_default();
         let id = content_id(
             kind,
-            &[cluster, group, topic, &partition_text, &timestamp_ms.to_string()],
+            &[
+                cluster,
+                group,
+                topic,
+                &partition_text,
+                &timestamp_ms.to_string(),
+            ],
         );
         let body = merge(
             base(kind, "metric", timestamp_ms),

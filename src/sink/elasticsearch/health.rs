@@ -115,7 +115,10 @@ pub async fn check(client: &Elasticsearch, mode: IndexMode) -> Result<ClusterInf
         .await
         .map_err(|err| HealthState::Failing(format!("GET / body: {err}")))?;
     let info = ClusterInfo {
-        version: body["version"]["number"].as_str().unwrap_or_default().to_owned(),
+        version: body["version"]["number"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         distribution: body["version"]["distribution"]
             .as_str()
             .unwrap_or_default()
@@ -128,7 +131,10 @@ pub async fn check(client: &Elasticsearch, mode: IndexMode) -> Result<ClusterInf
 /// Elasticsearch 7.10+ has composable templates, data streams and ILM; OpenSearch only fits
 /// index mode (it has no ILM).
 pub(crate) fn check_version(info: &ClusterInfo, mode: IndexMode) -> Result<(), HealthState> {
-    let mut parts = info.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = info
+        .version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     let opensearch = info.distribution == "opensearch";
     let ok = match (opensearch, mode) {

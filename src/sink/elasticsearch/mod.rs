@@ -29,10 +29,10 @@ mod telemetry;
 mod templates;
 
 pub use config::{
-    AuthConfig, BatchConfig, ConfigError, ElasticsearchConfig, IndexMode, RetryConfig,
-    SpoolConfig, ValidElasticsearchConfig, WhenFull,
+    AuthConfig, BatchConfig, ConfigError, ElasticsearchConfig, IndexMode, RetryConfig, SpoolConfig,
+    ValidElasticsearchConfig, WhenFull,
 };
-pub use document::{EsDocument, IndexKind, content_id};
+pub use document::{EsDocument, IndexKind, content_id, rfc3339_millis};
 pub use health::{HealthHandle, HealthState};
 pub use redact::{RedactionConfig, Redactor};
 pub use retry::{SendError, Verdict, classify_status};

@@ -124,7 +124,10 @@ impl RedactionConfig {
             }
             for (i, custom) in self.custom.iter().enumerate() {
                 if custom.name.is_empty()
-                    || !custom.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    || !custom
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_')
                 {
                     return Err((
                         format!("custom[{i}].name"),
@@ -307,12 +310,18 @@ mod tests {
     fn masks_each_builtin_kind() {
         let r = Redactor::default();
         let cases = [
-            ("mail bob.smith+x@example.co.uk now", "mail [REDACTED:email] now"),
+            (
+                "mail bob.smith+x@example.co.uk now",
+                "mail [REDACTED:email] now",
+            ),
             ("from 10.0.12.255 ok", "from [REDACTED:ipv4] ok"),
             ("v6 2001:db8::8a2e:370:7334 here", "v6 [REDACTED:ipv6] here"),
             ("v6 fe80:0:0:0:200:f8ff:fe21:67cf", "v6 [REDACTED:ipv6]"),
             ("card 4111 1111 1111 1111.", "card [REDACTED:card]."),
-            ("Authorization: Bearer abc.def-ghi", "Authorization: [REDACTED:token]"),
+            (
+                "Authorization: Bearer abc.def-ghi",
+                "Authorization: [REDACTED:token]",
+            ),
             ("url?api_key=s3cr3t&x=1", "url?[REDACTED:token]&x=1"),
         ];
         for (input, expected) in cases {
@@ -323,7 +332,10 @@ mod tests {
     #[test]
     fn leaves_non_luhn_numbers_and_times_alone() {
         let r = Redactor::default();
-        assert_eq!(r.redact_str("order 1234567890123 at 12:30:45"), "order 1234567890123 at 12:30:45");
+        assert_eq!(
+            r.redact_str("order 1234567890123 at 12:30:45"),
+            "order 1234567890123 at 12:30:45"
+        );
         assert!(luhn_valid("4111111111111111"));
         assert!(!luhn_valid("4111111111111112"));
     }
@@ -333,7 +345,10 @@ mod tests {
         let a = hashing();
         let x = a.redact_str("user a@b.io and ORD-123456").into_owned();
         assert_eq!(x, a.redact_str("user a@b.io and ORD-123456"));
-        assert!(x.starts_with("user [email#") && x.contains("[order#"), "{x}");
+        assert!(
+            x.starts_with("user [email#") && x.contains("[order#"),
+            "{x}"
+        );
         let other = RedactionConfig {
             action: RedactionAction::Hash,
             hash_key: Some("another-key-of-16-bytes".into()),
@@ -394,11 +409,8 @@ mod tests {
     }
 
     fn text_with_pii() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            prop_oneof![pii(), "[ a-zA-Z0-9.:@=,;-]{0,12}"],
-            1..8,
-        )
-        .prop_map(|parts| parts.concat())
+        prop::collection::vec(prop_oneof![pii(), "[ a-zA-Z0-9.:@=,;-]{0,12}"], 1..8)
+            .prop_map(|parts| parts.concat())
     }
 
     proptest! {

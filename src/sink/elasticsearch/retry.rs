@@ -70,7 +70,9 @@ impl SendError {
         match self {
             SendError::Transport(_) => "transport",
             SendError::Status { status: 429, .. } => "too_many_requests",
-            SendError::Status { status: 401 | 403, .. } => "auth",
+            SendError::Status {
+                status: 401 | 403, ..
+            } => "auth",
             SendError::Status { status, .. } if *status >= 500 => "server_error",
             SendError::Status { .. } => "refused",
             SendError::BadResponse(_) => "bad_response",

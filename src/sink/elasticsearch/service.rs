@@ -45,7 +45,8 @@ pub(crate) fn build_client(config: &ValidElasticsearchConfig) -> Result<Elastics
         builder = builder.auth(credentials);
     }
     if let Some(path) = &config.tls_ca_path {
-        let pem = std::fs::read(path).map_err(|err| format!("tls_ca_path {}: {err}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|err| format!("tls_ca_path {}: {err}", path.display()))?;
         let cert = Certificate::from_pem(&pem)
             .map_err(|err| format!("tls_ca_path {}: {err}", path.display()))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));
@@ -103,9 +104,19 @@ pub(crate) async fn send_bulk(
     timeout: Duration,
 ) -> Result<Vec<ItemResult>, SendError> {
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     let response = client
-        .send::<Vec<u8>, ()>(Method::Post, "/_bulk", headers, None, Some(body), Some(timeout))
+        .send::<Vec<u8>, ()>(
+            Method::Post,
+            "/_bulk",
+            headers,
+            None,
+            Some(body),
+            Some(timeout),
+        )
         .await
         .map_err(|err| SendError::Transport(err.to_string()))?;
     let status = response.status_code().as_u16();
@@ -120,7 +131,10 @@ pub(crate) async fn send_bulk(
     parse_bulk_response(&bytes, count)
 }
 
-pub(crate) fn parse_bulk_response(bytes: &[u8], count: usize) -> Result<Vec<ItemResult>, SendError> {
+pub(crate) fn parse_bulk_response(
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<ItemResult>, SendError> {
     let parsed: BulkResponse =
         serde_json::from_slice(bytes).map_err(|err| SendError::BadResponse(err.to_string()))?;
     if parsed.items.len() != count {

@@ -451,7 +451,10 @@ impl ElasticsearchSink {
                 while tasks.join_next().await.is_some() {}
                 self.shared.with_spool(|spool| Ok(spool.rewind())).await?;
                 let left = self.shared.spool()?.used_bytes();
-                warn!(spool_bytes = left, "shutdown deadline passed; the rest stays in the spool for the next start");
+                warn!(
+                    spool_bytes = left,
+                    "shutdown deadline passed; the rest stays in the spool for the next start"
+                );
                 Ok(())
             }
         }
@@ -508,13 +511,18 @@ async fn deliver(
     while !remaining.is_empty() {
         let mut body = Vec::new();
         for (record, _) in &remaining {
-            let index = Family::Kind(record.data.kind).target(mode, namespace, record.data.timestamp_ms);
+            let index =
+                Family::Kind(record.data.kind).target(mode, namespace, record.data.timestamp_ms);
             service::encode_create(&mut body, &index, &record.data.id, &record.data.body);
         }
         telemetry.in_flight.inc();
-        let answer =
-            service::send_bulk(&ctx.client, body, remaining.len(), ctx.config.request_timeout)
-                .await;
+        let answer = service::send_bulk(
+            &ctx.client,
+            body,
+            remaining.len(),
+            ctx.config.request_timeout,
+        )
+        .await;
         telemetry.in_flight.dec();
         let items = match answer {
             Ok(items) => items,
@@ -539,7 +547,8 @@ async fn deliver(
                     return Ok(());
                 }
                 if matches!(err, SendError::Transport(_)) {
-                    ctx.health.publish(HealthState::Unreachable(err.to_string()));
+                    ctx.health
+                        .publish(HealthState::Unreachable(err.to_string()));
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
@@ -629,7 +638,8 @@ async fn dead_letter(
     let mut lines = Vec::new();
     let mut body = Vec::new();
     for d in &dead {
-        let target = Family::Kind(d.record.data.kind).target(mode, namespace, d.record.data.timestamp_ms);
+        let target =
+            Family::Kind(d.record.data.kind).target(mode, namespace, d.record.data.timestamp_ms);
         let document = String::from_utf8_lossy(&d.record.data.body).into_owned();
         let line = json!({
             "time": rfc3339_millis(now),
@@ -654,11 +664,19 @@ async fn dead_letter(
             }},
         });
         let index = Family::DeadLetter.target(mode, namespace, now);
-        service::encode_create(&mut body, &index, &d.record.data.id, source.to_string().as_bytes());
+        service::encode_create(
+            &mut body,
+            &index,
+            &d.record.data.id,
+            source.to_string().as_bytes(),
+        );
     }
     let shared = Arc::clone(&ctx.shared);
     tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-        let path = shared.dead_letters.lock().map_err(|_| SpoolError::Poisoned)?;
+        let path = shared
+            .dead_letters
+            .lock()
+            .map_err(|_| SpoolError::Poisoned)?;
         append_synced(&path, &lines)
     })
     .await
@@ -674,11 +692,15 @@ async fn dead_letter(
                 .filter(|i| classify_status(i.status) != Verdict::Done)
                 .count();
             if failed > 0 {
-                ctx.shared.telemetry.failed("dead_letter_index", failed as u64);
+                ctx.shared
+                    .telemetry
+                    .failed("dead_letter_index", failed as u64);
             }
         }
         Err(err) => {
-            ctx.shared.telemetry.failed("dead_letter_index", count as u64);
+            ctx.shared
+                .telemetry
+                .failed("dead_letter_index", count as u64);
             warn!(error = %err, "dead-letter index not written; the local dead-letter file has them");
         }
     }

@@ -100,7 +100,9 @@ impl RecordData {
         let timestamp_ms = i64::from_le_bytes(payload[8..16].try_into().ok()?);
         let kind = IndexKind::from_code(payload[16])?;
         let id_len = usize::from(u16::from_le_bytes(payload[17..19].try_into().ok()?));
-        let id = std::str::from_utf8(payload.get(19..19 + id_len)?).ok()?.to_owned();
+        let id = std::str::from_utf8(payload.get(19..19 + id_len)?)
+            .ok()?
+            .to_owned();
         let body = payload.get(19 + id_len..)?.to_vec();
         Some(RecordData {
             enqueued_ms,
@@ -257,7 +259,10 @@ impl Spool {
                     segment = %path.display(), kept_bytes = valid, cut_bytes = len - valid,
                     "spool segment has a torn or corrupt tail; cutting it"
                 );
-                let file = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
                 file.set_len(valid).map_err(io(&path))?;
                 file.sync_all().map_err(io(&path))?;
                 segments.insert(last, valid);
@@ -284,7 +289,11 @@ impl Spool {
 
     /// Returns the bytes not yet acknowledged.
     pub fn used_bytes(&self) -> u64 {
-        let total: u64 = self.segments.range(self.ack.segment..).map(|(_, l)| *l).sum();
+        let total: u64 = self
+            .segments
+            .range(self.ack.segment..)
+            .map(|(_, l)| *l)
+            .sum();
         total.saturating_sub(self.ack.offset)
     }
 
@@ -342,7 +351,8 @@ impl Spool {
             start = end;
         }
         if let Some((id, file)) = &self.active {
-            file.sync_data().map_err(io(&segment_path(&self.dir, *id)))?;
+            file.sync_data()
+                .map_err(io(&segment_path(&self.dir, *id)))?;
         }
         Ok(Append::Accepted)
     }
@@ -581,9 +591,7 @@ fn write_ack(dir: &Path, position: Position) -> Result<(), SpoolError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]
@@ -669,7 +677,12 @@ mod tests {
         let seg = segment_path(dir.path(), 0);
         let len = std::fs::metadata(&seg).unwrap().len();
         // A crash in the middle of the last record.
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let mut spool = open(dir.path());
         assert_eq!(drain(&mut spool), vec!["id-0", "id-1", "id-2", "id-3"]);
         // New appends go to a new segment and are read after the old ones.

@@ -310,9 +310,12 @@ mod tests {
 
     #[test]
     fn data_stream_mode_has_ilm_and_stream_names() {
-        let requests =
-            install_requests(IndexMode::DataStream, "prod", Duration::from_secs(7 * 86_400))
-                .unwrap();
+        let requests = install_requests(
+            IndexMode::DataStream,
+            "prod",
+            Duration::from_secs(7 * 86_400),
+        )
+        .unwrap();
         let (path, policy) = &requests[0];
         assert_eq!(path, "/_ilm/policy/pipewarden-prod");
         assert_eq!(policy["policy"]["phases"]["delete"]["min_age"], "7d");
@@ -324,7 +327,10 @@ mod tests {
             "synthetics-pipewarden.probe-prod",
             "logs-pipewarden.alert-prod",
         ] {
-            assert!(paths.contains(&format!("/_index_template/{name}").as_str()), "{name}");
+            assert!(
+                paths.contains(&format!("/_index_template/{name}").as_str()),
+                "{name}"
+            );
         }
     }
 

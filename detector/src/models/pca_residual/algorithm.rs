@@ -67,6 +67,12 @@ impl PcaResidual {
 
     /// Returns the squared prediction error of one row.
     pub fn spe(&self, row: ArrayView1<'_, f64>) -> f64 {
+        self.residual(row).mapv(|x| x * x).sum()
+    }
+
+    /// Returns the residual of one row per column (weighted and centred units): the part of
+    /// the row the kept components do not explain.
+    pub fn residual(&self, row: ArrayView1<'_, f64>) -> Array1<f64> {
         let mut centred = row.to_owned();
         if let Some(weights) = &self.weights {
             centred *= weights;
@@ -74,7 +80,22 @@ impl PcaResidual {
         centred -= &self.mean;
         let projection = self.components.dot(&centred);
         let explained = self.components.t().dot(&projection);
-        (&centred - &explained).mapv(|x| x * x).sum()
+        centred - explained
+    }
+
+    /// Returns the column that contributes most to a row's SPE and its share of it (`None` for
+    /// a row with no residual): the feature to name in an explanation.
+    pub fn top_contributor(&self, row: ArrayView1<'_, f64>) -> Option<(usize, f64)> {
+        let squares = self.residual(row).mapv(|x| x * x);
+        let total = squares.sum();
+        if total <= 0.0 {
+            return None;
+        }
+        squares
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map(|(column, square)| (column, square / total))
     }
 
     /// Returns the standard normal deviate of an SPE (Jackson and Mudholkar): about N(0, 1) for
@@ -218,6 +239,10 @@ mod tests {
         assert!(!model.is_anomaly(spe[0]), "{spe} {}", model.threshold());
         assert!(model.is_anomaly(spe[1]), "{spe} {}", model.threshold());
         assert!(model.z(spe[1]) > model.z(spe[0]));
+        let broken = array![2.0, 0.0, 2.1, 0.05];
+        let (column, share) = model.top_contributor(broken.view()).unwrap();
+        assert!(column == 1 || column == 0, "{column}");
+        assert!(share > 0.3, "{share}");
     }
 
     #[test]

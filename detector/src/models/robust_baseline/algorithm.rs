@@ -63,8 +63,9 @@ pub struct RobustBaseline {
     last_value: Option<f64>,
     run: u32,
     longest_run: f64,
-    /// Whether the value of the current run was frequent in the window when the run started.
-    run_value_usual: bool,
+    /// Whether the value of the current run was frequent in the window when it first repeated
+    /// (`None` before it repeats: most values never do, and this is not worth a lookup).
+    run_value_usual: Option<bool>,
     /// Consecutive strong deviations on one side (sign carried), towards a level shift.
     shift_run: i64,
 }
@@ -110,7 +111,7 @@ impl RobustBaseline {
             last_value: None,
             run: 0,
             longest_run: 0.0,
-            run_value_usual: false,
+            run_value_usual: None,
             shift_run: 0,
         }
     }
@@ -285,11 +286,14 @@ impl RobustBaseline {
         self.longest_run *= self.record_keep;
         if self.last_value == Some(value) {
             self.run = self.run.saturating_add(1);
+            if self.run == 2 {
+                self.run_value_usual = Some(self.window.is_usual(deseasonalised));
+            }
         } else {
             self.longest_run = self.longest_run.max(f64::from(self.run));
             self.run = 1;
             self.last_value = Some(value);
-            self.run_value_usual = self.window.is_usual(deseasonalised);
+            self.run_value_usual = None;
         }
 
         let mut shift_confirmed = false;
@@ -352,19 +356,17 @@ impl RobustBaseline {
             return 0.0;
         }
         let continues = self.last_value == Some(value);
-        // A series resting at a usual value (zero traffic, idle CPU) is quiet, not stuck.
-        let usual = if continues {
-            self.run_value_usual
-        } else {
-            self.window.is_usual(deseasonalised)
-        };
-        if usual {
+        let run = f64::from(if continues { self.run + 1 } else { 1 });
+        let threshold = min_points.max(2.0 * self.longest_run);
+        if run < threshold {
             return 0.0;
         }
-        let run = if continues { self.run + 1 } else { 1 };
-        let threshold = min_points.max(2.0 * self.longest_run);
-        let run = f64::from(run);
-        if run < threshold {
+        // A series resting at a usual value (zero traffic, idle CPU) is quiet, not stuck.
+        let usual = match self.run_value_usual {
+            Some(usual) if continues => usual,
+            _ => self.window.is_usual(deseasonalised),
+        };
+        if usual {
             0.0
         } else {
             2.0 * Z_FLOOR + Z_FLOOR * (run / threshold - 1.0)

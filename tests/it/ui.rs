@@ -1,0 +1,74 @@
+//! The web UI in a real browser: headless Chromium loads the page from a running pipewarden, its
+//! scripts call the JSON API, and the rendered DOM shows the stage that was sent over OTLP.
+
+use std::process::Command;
+
+use crate::harness::{DEADLINE, Pipewarden, eventually, otlp};
+
+/// Chromium from the Debian package (installed by tests/install.sh).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Renders `url` in headless Chromium and returns the DOM after its scripts ran.
+fn rendered_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Lets the page's fetches finish before the DOM is printed.
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot start {CHROMIUM} (run tests/install.sh): {err}"));
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn ui_renders_stages_from_the_api_in_chromium() {
+    let pipewarden =
+        Pipewarden::start_with_env(&[("PIPEWARDEN_COLLECTOR__SIGNALS__WINDOW", "200ms")]).await;
+    let body = otlp::encode(&otlp::logs_request("ui-check", "render", 7));
+    let answer = otlp::post(
+        &otlp::http_client(),
+        &pipewarden.http_endpoint(),
+        "/v1/logs",
+        "application/x-protobuf",
+        None,
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    eventually("stage stored", DEADLINE, || async {
+        match pipewarden.stage_totals("ui-check/render").await? {
+            totals if totals.log_records == 7 => Ok(()),
+            totals => Err(format!("{totals:?}")),
+        }
+    })
+    .await;
+
+    let url = pipewarden.web_url("/");
+    let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
+        .await
+        .unwrap();
+    assert!(dom.contains("<title>pipewarden</title>"), "{dom}");
+    // Rendered by the page's script from /api/v1/stages and /readyz, not present in the HTML.
+    assert!(
+        dom.contains("<td>ui-check/render</td>"),
+        "stage row missing from the rendered DOM:\n{dom}"
+    );
+    assert!(dom.contains(">ready<"), "readiness not rendered:\n{dom}");
+}
