@@ -22,6 +22,10 @@ pub const ENV_PREFIX: &str = "PIPEWARDEN_";
 /// configured limits against [`Config::memory_budget_bytes`].
 const APPROX_POINT_BYTES: u64 = 256;
 
+/// Approximate detector state per series, in bytes (the detector reports the live figure in
+/// `pipewarden_detector_series_state_bytes`).
+const APPROX_SERIES_BYTES: u64 = 4096;
+
 /// A configuration problem, naming the key path it is about.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{path}: {problem}")]
@@ -83,7 +87,8 @@ impl Default for Config {
 pub struct DetectorConfig {
     /// Score (0-100) at or above which a point is stored as an anomaly. Default 70.
     pub alert_threshold: f64,
-    /// Most series scored at once; the least recently updated is evicted past it. Default 100000.
+    /// Most series scored at once; the least recently updated is evicted past it (about 4 KiB
+    /// each). Default 20000.
     pub max_series: usize,
     /// Points a series must see before it is scored. Default 20.
     pub warmup_points: usize,
@@ -95,7 +100,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             alert_threshold: 70.0,
-            max_series: 100_000,
+            max_series: 20_000,
             warmup_points: 20,
             window_points: 64,
         }
@@ -245,14 +250,16 @@ impl Config {
             * self.pipeline.queue_capacity as u64
             * self.collector.signals.output_batch_max_points as u64
             * APPROX_POINT_BYTES;
-        let needed = self.collector.otlp.max_inflight_bytes + queued;
+        let detector = self.detector.max_series as u64 * APPROX_SERIES_BYTES;
+        let needed = self.collector.otlp.max_inflight_bytes + queued + detector;
         if needed > self.memory_budget_bytes {
             return Err(ConfigError::new(
                 "memory_budget_bytes",
                 format!(
                     "{} bytes is below what the limits allow: collector.otlp.max_inflight_bytes \
                      ({}) + 2 x pipeline.queue_capacity x collector.signals.output_batch_max_points \
-                     x {APPROX_POINT_BYTES} bytes ({queued}) = {needed}",
+                     x {APPROX_POINT_BYTES} bytes ({queued}) + detector.max_series x \
+                     {APPROX_SERIES_BYTES} bytes ({detector}) = {needed}",
                     self.memory_budget_bytes, self.collector.otlp.max_inflight_bytes
                 ),
             ));

@@ -14,6 +14,9 @@
 //! `tests/install.sh`; `PIPEWARDEN_TEST_TOOLS_DIR` points elsewhere). Parameters:
 //! `KAFKA_LAG_BENCH_TICKS` (default 10).
 
+// Bench code: a panic (unwrap, expect, assert) is how a setup failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -68,20 +71,22 @@ fn start_broker() -> (Broker, String) {
         .map(|a| a.port())
         .expect("free port");
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu_path())
-        .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
+    let broker = Broker(
+        Command::new(tansu_path())
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu"),
+    );
     let address = format!("127.0.0.1:{port}");
     for _ in 0..200 {
         if std::net::TcpStream::connect(&address).is_ok() {
-            return (Broker(child), address);
+            return (broker, address);
         }
         std::thread::sleep(Duration::from_millis(25));
     }

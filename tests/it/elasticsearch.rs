@@ -581,3 +581,126 @@ async fn real_cluster_data_streams_ilm_and_templates() {
         .send()
         .await;
 }
+
+/// Throughput of the sink into osmem beside a minimal bulk client sending the same documents
+/// (same batch size, same concurrency), in alternating runs; and the cost of spooling. Prints
+/// figures; run with `cargo test --release --test it elasticsearch_throughput -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures, asserts nothing about speed"]
+async fn elasticsearch_throughput_sink_vs_minimal_bulk_client() {
+    const DOCS: usize = 40_000;
+    const BATCH: usize = 1000;
+    const IN_FLIGHT: usize = 4;
+    let osmem = Osmem::start().await;
+    let docs: Vec<EsDocument> = (0..DOCS).map(stage_doc).collect();
+    let mut sink_rates = Vec::new();
+    let mut client_rates = Vec::new();
+    for round in 0..3 {
+        // The sink: spool, batches, in-flight requests, every item checked.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(
+            osmem.url(),
+            IndexMode::Index,
+            &format!("bs{round}"),
+            dir.path(),
+        );
+        cfg.batch.max_docs = BATCH;
+        cfg.batch.max_bytes = 16 * 1024 * 1024;
+        cfg.max_in_flight = IN_FLIGHT;
+        cfg.spool.segment_bytes = 16 * 1024 * 1024;
+        let sink = start(&cfg);
+        let begin = tokio::time::Instant::now();
+        for chunk in docs.chunks(BATCH) {
+            sink.input.send(chunk.to_vec()).await.unwrap();
+        }
+        eventually("sink sent all", DEADLINE * 5, || async {
+            let sent = sink.telemetry.sent.get();
+            if sent == DOCS as u64 {
+                Ok(())
+            } else {
+                Err(sent)
+            }
+        })
+        .await;
+        sink_rates.push(DOCS as f64 / begin.elapsed().as_secs_f64());
+        sink.shutdown().await;
+
+        // The minimal client: pre-encoded NDJSON, `IN_FLIGHT` concurrent POSTs, no checks
+        // beyond the status.
+        let client = http();
+        let namespace = format!("bc{round}");
+        let bodies: Vec<String> = docs
+            .chunks(BATCH)
+            .map(|chunk| {
+                let mut body = String::new();
+                for doc in chunk {
+                    let index =
+                        doc.index_kind
+                            .target(IndexMode::Index, &namespace, doc.timestamp_ms);
+                    body.push_str(&json!({"create": {"_index": index, "_id": doc.id}}).to_string());
+                    body.push('\n');
+                    body.push_str(&doc.body.to_string());
+                    body.push('\n');
+                }
+                body
+            })
+            .collect();
+        let begin = tokio::time::Instant::now();
+        let queue = Arc::new(Mutex::new(bodies));
+        let mut workers = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let (queue, client, url) = (Arc::clone(&queue), client.clone(), osmem.url().to_owned());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(body) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let response = client
+                        .post(format!("{url}/_bulk"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                    let _ = response.bytes().await.unwrap();
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        client_rates.push(DOCS as f64 / begin.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (sink_rate, client_rate) = (median(&mut sink_rates), median(&mut client_rates));
+    println!(
+        "elasticsearch throughput: sink {sink_rate:.0} docs/s, minimal bulk client {client_rate:.0} docs/s, ratio {:.2} (runs: sink {sink_rates:.0?}, client {client_rates:.0?})",
+        sink_rate / client_rate
+    );
+
+    // Spooling cost: `send` (redaction, encoding, append, fsync per call) without a running
+    // sink, per document, with and without redaction.
+    for redact in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(osmem.url(), IndexMode::Index, "spoolcost", dir.path());
+        cfg.redaction.enabled = redact;
+        cfg.spool.segment_bytes = 16 * 1024 * 1024;
+        let valid = cfg.validate().unwrap();
+        let (_sink, input) =
+            ElasticsearchSink::build(valid, EsTelemetry::register(&mut Registry::default()))
+                .unwrap();
+        let begin = tokio::time::Instant::now();
+        for chunk in docs.chunks(BATCH) {
+            input.send(chunk.to_vec()).await.unwrap();
+        }
+        let per_doc = begin.elapsed().as_secs_f64() / DOCS as f64 * 1e6;
+        println!(
+            "spool write cost (batches of {BATCH}, redaction {redact}): {per_doc:.2} µs/document"
+        );
+    }
+}

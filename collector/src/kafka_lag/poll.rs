@@ -70,10 +70,22 @@ impl ClusterPoller {
         }
     }
 
-    /// Forgets connections after a failed poll.
+    /// Forgets connections and coordinators after a failed poll, and replaces the librdkafka
+    /// clients with fresh ones (no stale metadata when the brokers come back; this also keeps
+    /// clear of a librdkafka crash on leader hints without topic ids seen after a broker
+    /// restart). The old clients are dropped on a blocking thread.
     pub(crate) fn reset_connections(&mut self) {
         self.wire.reset();
         self.coordinators.clear();
+        match ClusterClient::new(&self.cluster, self.config.source.request_timeout) {
+            Ok(client) => {
+                let old = std::mem::replace(&mut self.client, Arc::new(client));
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(err) => {
+                tracing::warn!(cluster = %self.cluster.name, error = %err, "cannot recreate the kafka clients");
+            }
+        }
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, KafkaLagError>

@@ -432,9 +432,11 @@ mod tests {
         assert!(toml::from_str::<ElasticsearchConfig>("[batch]\nmax_doc = 1").is_err());
     }
 
+    type Mutation = Box<dyn Fn(&mut ElasticsearchConfig)>;
+
     #[test]
     fn each_bad_value_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ElasticsearchConfig)>)> = vec![
+        let cases: Vec<(&str, Mutation)> = vec![
             ("urls", Box::new(|c| c.urls.clear())),
             ("urls[0]", Box::new(|c| c.urls = vec!["ftp://x".into()])),
             ("urls[0]", Box::new(|c| c.urls = vec!["not a url".into()])),

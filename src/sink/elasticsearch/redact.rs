@@ -2,9 +2,10 @@
 //! (bearer, JWT, `key=value` secrets) and custom regexes, replaced by a mask or by a keyed hash
 //! (HMAC-SHA256 with a configured key, so equal values still correlate).
 //!
-//! Replacements contain no digit, `@`, `.`, `=` or `:`-separated hex, so no rule matches its own
-//! output; [`Redactor::redact_str`] repeats its pass until nothing matches (at most a few times)
-//! so text joined around a replacement cannot form a new match either.
+//! Replacements (`[REDACTED:<rule>]`, or `[<rule>#<letters a-p>]`) contain no digit, `@`, `.` or
+//! `=`, so the built-in rules do not match their own output; [`Redactor::redact_str`] repeats
+//! its pass until nothing changes (a few times at most) so text joined around a replacement
+//! cannot form a new match either.
 //! The rules apply to every string value of a document (keys are left alone). Nothing here is
 //! specific to Elasticsearch: the local store can use the same [`Redactor`].
 
@@ -194,7 +195,7 @@ pub fn luhn_valid(text: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 impl Redactor {

@@ -449,7 +449,12 @@ impl ElasticsearchSink {
             Err(_) => {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
-                self.shared.with_spool(|spool| Ok(spool.rewind())).await?;
+                self.shared
+                    .with_spool(|spool| {
+                        spool.rewind();
+                        Ok(())
+                    })
+                    .await?;
                 let left = self.shared.spool()?.used_bytes();
                 warn!(
                     spool_bytes = left,
