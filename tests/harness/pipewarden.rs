@@ -81,6 +81,7 @@ pub struct StoredPoint {
 /// Config comes from environment overrides only: every listener on `127.0.0.1:0`, the store in the
 /// data dir, plus what the test adds. The process is killed on drop.
 pub struct Pipewarden {
+    config_file: Option<PathBuf>,
     data_dir: TempDir,
     env: Vec<(String, String)>,
     process: Option<ChildProcess>,
@@ -115,6 +116,12 @@ impl Pipewarden {
     /// Starts pipewarden with the default test overrides plus `extra` (`PIPEWARDEN_...` pairs;
     /// an extra key replaces a default one).
     pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
+        Self::start_with_config(None, extra).await
+    }
+
+    /// Starts pipewarden with `--config` pointing at a file holding `config` (TOML), plus the
+    /// default test overrides and `extra`.
+    pub async fn start_with_config(config: Option<&str>, extra: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("pipewarden-test-")
             .tempdir()
@@ -146,7 +153,13 @@ impl Pipewarden {
             .build()
             .expect("build http client");
         let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        let config_file = config.map(|text| {
+            let path = data_dir.path().join("pipewarden.toml");
+            std::fs::write(&path, text).expect("write test config");
+            path
+        });
         let mut pipewarden = Self {
+            config_file,
             data_dir,
             env,
             process: None,
@@ -165,8 +178,11 @@ impl Pipewarden {
     async fn spawn(&mut self) {
         self.starts += 1;
         let mut command = Self::command();
+        command.arg("run");
+        if let Some(path) = &self.config_file {
+            command.arg("--config").arg(path);
+        }
         command
-            .arg("run")
             .current_dir(self.data_dir.path())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if std::env::var_os("RUST_LOG").is_none() {

@@ -14,5 +14,6 @@ mod elasticsearch;
 mod infra;
 mod kafka_lag;
 mod otlp_clients;
+mod pipeline_alerts;
 mod shutdown;
 mod ui;
