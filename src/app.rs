@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use pipewarden_collector::{Collector, CollectorTelemetry, SignalBatch};
+use pipewarden_collector::{
+    Collector, CollectorTelemetry, KafkaLagSource, LagTelemetry, SignalBatch,
+};
 use pipewarden_detector::SeriesBank;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -17,6 +19,7 @@ use tracing::{error, info};
 use crate::alert::{AlertService, AlertTelemetry};
 use crate::config::ValidConfig;
 use crate::features;
+use crate::lag;
 use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
 use crate::telemetry::AppTelemetry;
 use crate::web;
@@ -62,6 +65,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let capacity = config.pipeline.queue_capacity;
     let (signal_tx, signal_rx) = mpsc::channel::<SignalBatch>(capacity);
+    let lag_signal_tx = signal_tx.clone();
     let (store_tx, store_rx) = mpsc::channel::<StoreBatch>(capacity);
     let store_thread = writer.spawn(store_rx);
     readiness.store_writer.store(true, Ordering::Relaxed);
@@ -98,6 +102,34 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     info!(grpc = %bound.grpc, http = %bound.http, web = %bound.web, "pipewarden started");
     readiness.otlp.store(true, Ordering::Relaxed);
 
+    // Kafka lag: a second source beside OTLP, when clusters are configured.
+    let lag_enabled = !config.collector.config().kafka_lag.clusters.is_empty();
+    let mut lag_tasks = Vec::new();
+    let mut lag_health = None;
+    if lag_enabled {
+        let restored = reader
+            .kafka_lag_state()
+            .await
+            .context("reading the saved Kafka lag state")?;
+        let (lag_tx, lag_rx) = mpsc::channel(capacity);
+        let source = KafkaLagSource::build(
+            config.collector.kafka_lag().clone(),
+            LagTelemetry::register(&mut registry),
+            lag_tx,
+            restored,
+        )
+        .context("starting the Kafka lag source")?;
+        lag_health = Some(source.health());
+        lag_tasks.push(tokio::spawn(source.run(shutdown.child_token())));
+        lag_tasks.push(tokio::spawn(lag::run_lag_forwarder(
+            lag_rx,
+            lag_signal_tx.clone(),
+            store_tx.clone(),
+            alert_input.clone(),
+        )));
+    }
+    drop(lag_signal_tx);
+
     let intake_stop = shutdown.child_token();
     let mut collector_task = tokio::spawn(collector.run(intake_stop.clone()));
     let detector_task = tokio::spawn(features::run_detector(
@@ -113,6 +145,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         registry: Arc::new(registry),
         readiness: Arc::clone(&readiness),
         alerts: alert_handle,
+        kafka: lag_health,
         max_rows: config.web.max_rows,
     };
     let web_task = tokio::spawn(web::serve(
@@ -139,6 +172,11 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         }
     }
     readiness.otlp.store(false, Ordering::Relaxed);
+    for task in lag_tasks {
+        if let Err(err) = task.await {
+            result = result.and(Err(anyhow::anyhow!("kafka lag task failed: {err}")));
+        }
+    }
     if let Err(err) = detector_task.await {
         result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
     }

@@ -68,6 +68,7 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
         signals,
         scores,
         anomalies,
+        lag: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod anomaly;
 pub mod app;
 pub mod config;
 pub mod features;
+pub mod lag;
 pub mod replay;
 pub mod sink;
 pub mod telemetry;

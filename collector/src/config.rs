@@ -25,6 +25,9 @@ pub struct CollectorConfig {
     pub otlp: OtlpConfig,
     /// Signal derivation (`[collector.signals]`).
     pub signals: SignalsConfig,
+    /// Kafka consumer lag read from the brokers (`[collector.kafka_lag]`); off without
+    /// clusters.
+    pub kafka_lag: crate::kafka_lag::KafkaLagConfig,
 }
 
 /// The `[collector.otlp]` section: OTLP/gRPC and OTLP/HTTP receivers and their limits.
@@ -138,13 +141,14 @@ impl Default for JobsConfig {
 }
 
 /// A [`CollectorConfig`] that passed [`CollectorConfig::validate`], with parsed values.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ValidCollectorConfig {
     pub(crate) source: CollectorConfig,
     pub(crate) grpc_address: SocketAddr,
     pub(crate) http_address: SocketAddr,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_inflight_bytes: u32,
+    pub(crate) kafka_lag: crate::kafka_lag::ValidKafkaLagConfig,
 }
 
 impl ValidCollectorConfig {
@@ -161,6 +165,11 @@ impl ValidCollectorConfig {
     /// Returns the configured OTLP/HTTP address (port 0 when a free port is to be picked).
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// Returns the validated Kafka lag section.
+    pub fn kafka_lag(&self) -> &crate::kafka_lag::ValidKafkaLagConfig {
+        &self.kafka_lag
     }
 }
 
@@ -272,7 +281,12 @@ impl CollectorConfig {
             ));
         }
 
+        let kafka_lag = self
+            .kafka_lag
+            .validate()
+            .map_err(|err| ConfigError::new(format!("kafka_lag.{}", err.field), err.problem))?;
         Ok(ValidCollectorConfig {
+            kafka_lag,
             source: self.clone(),
             grpc_address,
             http_address,

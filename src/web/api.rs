@@ -19,6 +19,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/logs", get(logs))
         .route("/jobs", get(jobs))
         .route("/anomalies", get(anomalies))
+        .route("/kafka/groups", get(kafka_groups))
+        .route("/kafka/changes", get(kafka_changes))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
@@ -168,4 +170,42 @@ async fn anomalies(
         )
         .await?;
     Ok(Json(json!({ "anomalies": anomalies })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaGroupsQuery {
+    cluster: Option<String>,
+}
+
+/// Latest lag and verdict of every consumer group (partitions included). The lag history for
+/// charts is the `kafka.lag_messages` / `kafka.lag_seconds` series of stage
+/// `kafka/<cluster>/<group>` at `/series/points`.
+async fn kafka_groups(
+    State(state): State<AppState>,
+    q: Result<Query<KafkaGroupsQuery>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let q = query(q)?;
+    let groups = state.reader.kafka_groups(q.cluster).await?;
+    Ok(Json(json!({ "groups": groups })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaChangesQuery {
+    group: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Verdict changes, newest first.
+async fn kafka_changes(
+    State(state): State<AppState>,
+    q: Result<Query<KafkaChangesQuery>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let q = query(q)?;
+    let changes = state
+        .reader
+        .kafka_status_changes(q.group, limit(q.limit, state.max_rows))
+        .await?;
+    Ok(Json(json!({ "changes": changes })))
 }

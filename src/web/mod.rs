@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use pipewarden_collector::LagHealth;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Alerting: state, silences, health.
     pub alerts: AlertHandle,
+    /// Health of the Kafka lag source per cluster (`None` when no cluster is configured).
+    pub kafka: Option<LagHealth>,
     /// Most rows a list endpoint returns.
     pub max_rows: usize,
 }
@@ -79,16 +82,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
     // A failing alert receiver degrades alerting (notifications wait and are retried) but
     // does not make the process unready; a stopped alert loop or store does.
     let alerts = state.alerts.health().status();
-    let ready = otlp && store && alerts != "not_ready";
+    let kafka = state.kafka.as_ref().map(LagHealth::is_healthy);
+    let ready = otlp && store && alerts != "not_ready" && kafka.unwrap_or(true);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "ready": ready,
-        "components": { "otlp": word(otlp), "store": word(store), "alerts": alerts },
-    });
+    let mut components = json!({ "otlp": word(otlp), "store": word(store), "alerts": alerts });
+    if let (Some(health), Some(ok)) = (&state.kafka, kafka) {
+        components["kafka"] = json!(word(ok));
+        components["kafka_clusters"] = health
+            .clusters()
+            .into_iter()
+            .map(|(name, ok)| (name, json!(word(ok))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    let body = json!({ "ready": ready, "components": components });
     (status, axum::Json(body)).into_response()
 }
 

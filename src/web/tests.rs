@@ -77,6 +77,7 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
             direction: "up".into(),
             continuing: false,
         }],
+        lag: Vec::new(),
     })
     .await
     .unwrap();
@@ -107,6 +108,7 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
         registry: Arc::new(registry),
         readiness,
         alerts: handle,
+        kafka: None,
         max_rows: 100,
     };
     (state, t0)

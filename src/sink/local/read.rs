@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pipewarden_collector::kafka_lag::LagState;
 use pipewarden_collector::{JobRun, JobStatus, LogRecord, StageWindow};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -372,6 +373,89 @@ impl StoreReader {
                 })
             })?
             .collect()
+        })
+        .await
+    }
+}
+
+impl StoreReader {
+    /// The latest lag and verdict of every consumer group, by cluster and group.
+    ///
+    /// # Errors
+    /// On a SQLite failure.
+    pub async fn kafka_groups(
+        &self,
+        cluster: Option<String>,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT ts_ms, body FROM kafka_groups WHERE (?1 IS NULL OR cluster = ?1)
+                 ORDER BY cluster, consumer_group",
+            )?;
+            stmt.query_map([cluster], |r| {
+                let ts: i64 = r.get(0)?;
+                let body: String = r.get(1)?;
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("timestamp_ms".to_owned(), ts.into());
+                }
+                Ok(value)
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// Verdict changes, newest first.
+    ///
+    /// # Errors
+    /// On a SQLite failure.
+    pub async fn kafka_status_changes(
+        &self,
+        group: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT ts_ms, cluster, consumer_group, topic, partition, from_status, to_status
+                 FROM kafka_status_changes WHERE (?1 IS NULL OR consumer_group = ?1)
+                 ORDER BY id DESC LIMIT ?2",
+            )?;
+            stmt.query_map(params![group, limit as i64], |r| {
+                Ok(serde_json::json!({
+                    "timestamp_ms": r.get::<_, i64>(0)?,
+                    "cluster": r.get::<_, String>(1)?,
+                    "group": r.get::<_, String>(2)?,
+                    "topic": r.get::<_, Option<String>>(3)?,
+                    "partition": r.get::<_, Option<i64>>(4)?,
+                    "from": r.get::<_, Option<String>>(5)?,
+                    "to": r.get::<_, String>(6)?,
+                }))
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// The persisted lag window state of every cluster, merged (`None` when there is none).
+    ///
+    /// # Errors
+    /// On a SQLite failure.
+    pub async fn kafka_lag_state(&self) -> Result<Option<LagState>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT state FROM kafka_lag_state")?;
+            let states: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut merged: Option<LagState> = None;
+            for text in states {
+                // A state that no longer parses (older format) is dropped: windows refill.
+                if let Ok(state) = serde_json::from_str::<LagState>(&text) {
+                    merged.get_or_insert_with(LagState::default).merge(state);
+                }
+            }
+            Ok(merged)
         })
         .await
     }

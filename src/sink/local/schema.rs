@@ -77,6 +77,29 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             continuing INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS anomalies_ts ON anomalies (ts_ms);
+        CREATE TABLE IF NOT EXISTS kafka_groups (
+            cluster TEXT NOT NULL,
+            consumer_group TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (cluster, consumer_group)
+        );
+        CREATE TABLE IF NOT EXISTS kafka_status_changes (
+            id INTEGER PRIMARY KEY,
+            ts_ms INTEGER NOT NULL,
+            cluster TEXT NOT NULL,
+            consumer_group TEXT NOT NULL,
+            topic TEXT,
+            partition INTEGER,
+            from_status TEXT,
+            to_status TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS kafka_status_changes_ts ON kafka_status_changes (ts_ms);
+        CREATE TABLE IF NOT EXISTS kafka_lag_state (
+            cluster TEXT PRIMARY KEY,
+            state TEXT NOT NULL
+        );
         ",
     )
 }

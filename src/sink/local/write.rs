@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pipewarden_collector::SignalBatch;
+use pipewarden_collector::kafka_lag::LagReport;
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -25,6 +26,8 @@ pub struct StoreBatch {
     pub scores: Vec<f64>,
     /// Anomalies found in this batch.
     pub anomalies: Vec<Anomaly>,
+    /// Kafka lag reports: latest group verdicts, status changes and the window state.
+    pub lag: Vec<LagReport>,
 }
 
 /// The writer thread and its input queue.
@@ -166,7 +169,12 @@ impl StoreWriter {
 
 fn batch_rows(batch: &StoreBatch) -> usize {
     let s = &batch.signals;
-    s.points.len() + s.stage_windows.len() + s.logs.len() + s.job_runs.len() + batch.anomalies.len()
+    s.points.len()
+        + s.stage_windows.len()
+        + s.logs.len()
+        + s.job_runs.len()
+        + batch.anomalies.len()
+        + batch.lag.len()
 }
 
 #[derive(Default)]
@@ -176,6 +184,7 @@ struct WriteCounts {
     logs: u64,
     job_runs: u64,
     anomalies: u64,
+    kafka_groups: u64,
 }
 
 impl WriteCounts {
@@ -186,6 +195,7 @@ impl WriteCounts {
             ("logs", self.logs),
             ("job_runs", self.job_runs),
             ("anomalies", self.anomalies),
+            ("kafka_groups", self.kafka_groups),
         ] {
             if n > 0 {
                 telemetry.store_writes(table).inc_by(n);
@@ -320,6 +330,59 @@ fn write_batch(
         ])?;
         counts.anomalies += 1;
     }
+    for report in &batch.lag {
+        write_lag_report(tx, report, counts)?;
+    }
+    Ok(())
+}
+
+fn write_lag_report(
+    tx: &Transaction<'_>,
+    report: &LagReport,
+    counts: &mut WriteCounts,
+) -> rusqlite::Result<()> {
+    for group in &report.groups {
+        let body = serde_json::to_string(group).unwrap_or_default();
+        tx.prepare_cached(
+            "INSERT INTO kafka_groups (cluster, consumer_group, ts_ms, status, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (cluster, consumer_group) DO UPDATE SET
+               ts_ms = excluded.ts_ms, status = excluded.status, body = excluded.body",
+        )?
+        .execute(params![
+            group.cluster,
+            group.group,
+            report.timestamp_ms,
+            group.status.as_str(),
+            body
+        ])?;
+        counts.kafka_groups += 1;
+    }
+    for change in &report.status_changes {
+        let (topic, partition) = match &change.partition {
+            Some((topic, partition)) => (Some(topic.as_str()), Some(*partition)),
+            None => (None, None),
+        };
+        tx.prepare_cached(
+            "INSERT INTO kafka_status_changes (ts_ms, cluster, consumer_group, topic, partition,
+             from_status, to_status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            report.timestamp_ms,
+            change.cluster,
+            change.group,
+            topic,
+            partition,
+            change.from.map(|s| s.as_str()),
+            change.to.as_str()
+        ])?;
+    }
+    let state = serde_json::to_string(&report.state).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO kafka_lag_state (cluster, state) VALUES (?1, ?2)
+         ON CONFLICT (cluster) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![report.cluster, state])?;
     Ok(())
 }
 
