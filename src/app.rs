@@ -155,21 +155,28 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     ));
 
     let mut result = Ok(());
+    let mut collector_done = false;
     tokio::select! {
+        biased;
         () = shutdown.cancelled() => info!("shutdown requested; draining"),
         joined = &mut collector_task => {
+            collector_done = true;
             readiness.otlp.store(false, Ordering::Relaxed);
             result = flatten("collector", joined);
-            error!("collector stopped unexpectedly; shutting down");
+            // The intake token is a child of `shutdown`: a collector that returns because
+            // shutdown began is the normal path, not a failure.
+            if shutdown.is_cancelled() {
+                info!("shutdown requested; draining");
+            } else {
+                error!("collector stopped unexpectedly; shutting down");
+            }
             intake_stop.cancel();
         }
     }
     intake_stop.cancel();
-    if !collector_task.is_finished() || result.is_ok() {
+    if !collector_done {
         // Waits for intake to stop and every accepted item to be derived and sent on.
-        if !collector_task.is_finished() {
-            result = result.and(flatten("collector", collector_task.await));
-        }
+        result = result.and(flatten("collector", collector_task.await));
     }
     readiness.otlp.store(false, Ordering::Relaxed);
     for task in lag_tasks {

@@ -589,8 +589,8 @@ async fn real_cluster_data_streams_ilm_and_templates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints figures, asserts nothing about speed"]
 async fn elasticsearch_throughput_sink_vs_minimal_bulk_client() {
-    const DOCS: usize = 40_000;
-    const BATCH: usize = 1000;
+    const DOCS: usize = 10_000;
+    const BATCH: usize = 500;
     const IN_FLIGHT: usize = 4;
     let osmem = Osmem::start().await;
     let docs: Vec<EsDocument> = (0..DOCS).map(stage_doc).collect();
@@ -609,6 +609,7 @@ async fn elasticsearch_throughput_sink_vs_minimal_bulk_client() {
         cfg.batch.max_bytes = 16 * 1024 * 1024;
         cfg.max_in_flight = IN_FLIGHT;
         cfg.spool.segment_bytes = 16 * 1024 * 1024;
+        cfg.request_timeout = Duration::from_secs(120);
         let sink = start(&cfg);
         let begin = tokio::time::Instant::now();
         for chunk in docs.chunks(BATCH) {
@@ -628,7 +629,11 @@ async fn elasticsearch_throughput_sink_vs_minimal_bulk_client() {
 
         // The minimal client: pre-encoded NDJSON, `IN_FLIGHT` concurrent POSTs, no checks
         // beyond the status.
-        let client = http();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
         let namespace = format!("bc{round}");
         let bodies: Vec<String> = docs
             .chunks(BATCH)
