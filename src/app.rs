@@ -137,6 +137,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         signal_rx,
         store_tx,
         alert_input,
+        features::LogRateLimit::new(config.store.max_log_records_per_second),
         telemetry.clone(),
     ));
     let web_stop = CancellationToken::new();

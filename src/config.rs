@@ -134,6 +134,11 @@ pub struct StoreConfig {
     /// Default `7d`.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Most raw log records stored per second (a token bucket with one second of burst); the
+    /// rest are still counted in every stage figure and log series, and counted in
+    /// `pipewarden_store_dropped_rows_total{reason="log_rate_limit"}`. 0 stores every record.
+    /// Default 5000.
+    pub max_log_records_per_second: u64,
 }
 
 impl Default for StoreConfig {
@@ -142,6 +147,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("./pipewarden-data"),
             max_batches_per_transaction: 64,
             retention: Duration::from_secs(7 * 24 * 3600),
+            max_log_records_per_second: 5000,
         }
     }
 }

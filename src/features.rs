@@ -5,9 +5,10 @@
 //! above the alert threshold become [`Anomaly`] records, and the batch goes on to the store with
 //! its scores. Sends await, so a slow store slows the collector down instead of losing data.
 
-use pipewarden_collector::SignalBatch;
+use pipewarden_collector::{LogRecord, SignalBatch};
 use pipewarden_detector::{SeriesBank, SeriesBankValidParams};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::alert::AlertInput;
@@ -72,6 +73,45 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
     }
 }
 
+/// A token bucket limiting how many raw log records per second reach the store.
+#[derive(Debug)]
+pub struct LogRateLimit {
+    per_second: u64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl LogRateLimit {
+    /// A bucket of `per_second` tokens refilled continuously; 0 means no limit.
+    pub fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            tokens: per_second as f64,
+            last: None,
+        }
+    }
+
+    /// Keeps the records the bucket allows at `now` (in arrival order) and returns how many it
+    /// removed.
+    pub fn apply(&mut self, logs: &mut Vec<LogRecord>, now: Instant) -> usize {
+        if self.per_second == 0 || logs.is_empty() {
+            return 0;
+        }
+        let capacity = self.per_second as f64;
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * capacity;
+            self.tokens = (self.tokens + refill).min(capacity);
+        }
+        self.last = Some(now);
+        let allowed = self.tokens.floor() as usize;
+        let keep = allowed.min(logs.len());
+        self.tokens -= keep as f64;
+        let removed = logs.len() - keep;
+        logs.truncate(keep);
+        removed
+    }
+}
+
 /// Scores every batch from `input` and forwards it to `output`, until `input` closes (the
 /// collector has flushed); then returns, dropping `output` so the store finishes too.
 pub async fn run_detector(
@@ -79,6 +119,7 @@ pub async fn run_detector(
     mut input: mpsc::Receiver<SignalBatch>,
     output: mpsc::Sender<StoreBatch>,
     alerts: AlertInput,
+    mut log_limit: LogRateLimit,
     telemetry: AppTelemetry,
 ) {
     info!("detector started");
@@ -87,7 +128,16 @@ pub async fn run_detector(
         telemetry.pipeline_queue_depth.set(input.len() as i64);
         let points = signals.points.len() as u64;
         let evictions_before = bank.evictions();
-        let batch = score_batch(&mut bank, signals);
+        let mut batch = score_batch(&mut bank, signals);
+        let limited = log_limit.apply(&mut batch.signals.logs, Instant::now());
+        if limited > 0 {
+            telemetry
+                .store_dropped_rows
+                .get_or_create(&ReasonLabel {
+                    reason: "log_rate_limit".to_owned(),
+                })
+                .inc_by(limited as u64);
+        }
         telemetry.detector_points_scored.inc_by(points);
         telemetry
             .detector_anomalies
@@ -120,4 +170,48 @@ pub async fn run_detector(
         }
     }
     info!("detector drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn logs(n: usize) -> Vec<LogRecord> {
+        (0..n)
+            .map(|i| LogRecord {
+                stage: "s".into(),
+                timestamp_ms: i as i64,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: format!("record {i}"),
+                attributes: serde_json::Value::Null,
+                trace_id: String::new(),
+                span_id: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn log_rate_limit_keeps_a_second_of_burst_then_the_rate() {
+        let mut limit = LogRateLimit::new(100);
+        let t0 = Instant::now();
+        let mut batch = logs(150);
+        assert_eq!(limit.apply(&mut batch, t0), 50);
+        assert_eq!(batch.len(), 100);
+        assert_eq!(batch[99].body, "record 99", "the earliest records are kept");
+        let mut batch = logs(100);
+        assert_eq!(limit.apply(&mut batch, t0 + Duration::from_millis(500)), 50);
+        let mut batch = logs(10);
+        assert_eq!(limit.apply(&mut batch, t0 + Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let mut limit = LogRateLimit::new(0);
+        let mut batch = logs(100_000);
+        assert_eq!(limit.apply(&mut batch, Instant::now()), 0);
+        assert_eq!(batch.len(), 100_000);
+    }
 }
