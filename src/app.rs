@@ -20,6 +20,7 @@ use crate::alert::{AlertService, AlertTelemetry};
 use crate::config::ValidConfig;
 use crate::features;
 use crate::lag;
+use crate::sink::elasticsearch::{ElasticsearchSink, EsTelemetry};
 use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
 use crate::telemetry::AppTelemetry;
 use crate::web;
@@ -80,6 +81,21 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     let alert_stop = CancellationToken::new();
     let alert_task = tokio::spawn(alerts.run(alert_stop.clone()));
 
+    let mut es_health = None;
+    let mut es_input = None;
+    let es_stop = CancellationToken::new();
+    let mut es_task = None;
+    if config.elasticsearch.enabled() {
+        let (sink, input) = ElasticsearchSink::build(
+            config.elasticsearch.clone(),
+            EsTelemetry::register(&mut registry),
+        )
+        .context("starting the Elasticsearch sink")?;
+        es_health = Some(sink.health());
+        es_input = Some(input);
+        es_task = Some(tokio::spawn(sink.run(es_stop.clone())));
+    }
+
     let bank = SeriesBank::new(features::bank_params(&config.detector)?);
     let collector = Collector::build(config.collector.clone(), collector_telemetry, signal_tx)
         .await
@@ -138,6 +154,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         store_tx,
         alert_input,
         features::LogRateLimit::new(config.store.max_log_records_per_second),
+        es_input,
         telemetry.clone(),
     ));
     let web_stop = CancellationToken::new();
@@ -147,6 +164,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         readiness: Arc::clone(&readiness),
         alerts: alert_handle,
         kafka: lag_health,
+        elasticsearch: es_health,
         max_rows: config.web.max_rows,
     };
     let web_task = tokio::spawn(web::serve(
@@ -187,6 +205,12 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     }
     if let Err(err) = detector_task.await {
         result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
+    }
+    // The detector was the last sender to the Elasticsearch spool: flush by its deadline;
+    // what is left stays in the spool for the next start.
+    es_stop.cancel();
+    if let Some(task) = es_task {
+        result = result.and(flatten("elasticsearch sink", task.await));
     }
     // The detector was the last sender of alert inputs: evaluate what is queued, then stop.
     alert_stop.cancel();

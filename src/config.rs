@@ -13,6 +13,7 @@ use std::time::Duration;
 use pipewarden_collector::{CollectorConfig, ValidCollectorConfig};
 
 use crate::alert::{AlertConfig, ValidAlertConfig};
+use crate::sink::elasticsearch::{ElasticsearchConfig, ValidElasticsearchConfig};
 use serde::Deserialize;
 
 /// Prefix of environment variables that override configuration keys.
@@ -65,6 +66,16 @@ pub struct Config {
     pub web: WebConfig,
     /// Alert rules, routing, silences and receivers.
     pub alert: AlertConfig,
+    /// Sinks besides the local store.
+    pub sink: SinkConfig,
+}
+
+/// `[sink]`: where results go besides the local store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `[sink.elasticsearch]`: anomalies, stage figures and lag to Elasticsearch. Default off.
+    pub elasticsearch: ElasticsearchConfig,
 }
 
 impl Default for Config {
@@ -77,6 +88,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             web: WebConfig::default(),
             alert: AlertConfig::default(),
+            sink: SinkConfig::default(),
         }
     }
 }
@@ -188,6 +200,8 @@ pub struct ValidConfig {
     pub web: WebConfig,
     /// Alerting section.
     pub alert: ValidAlertConfig,
+    /// Elasticsearch sink section.
+    pub elasticsearch: ValidElasticsearchConfig,
 }
 
 impl Config {
@@ -274,7 +288,11 @@ impl Config {
             .alert
             .validate()
             .map_err(|err| ConfigError::new(format!("alert.{}", err.field), err.problem))?;
+        let elasticsearch = self.sink.elasticsearch.validate().map_err(|err| {
+            ConfigError::new(format!("sink.elasticsearch.{}", err.field), err.problem)
+        })?;
         Ok(ValidConfig {
+            elasticsearch,
             alert,
             collector,
             detector: self.detector.clone(),

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::alert::AlertInput;
 use crate::anomaly::Anomaly;
 use crate::config::DetectorConfig;
+use crate::sink::elasticsearch::{EsDocument, SinkInput};
 use crate::sink::local::StoreBatch;
 use crate::telemetry::{AppTelemetry, ReasonLabel};
 
@@ -120,6 +121,7 @@ pub async fn run_detector(
     output: mpsc::Sender<StoreBatch>,
     alerts: AlertInput,
     mut log_limit: LogRateLimit,
+    elasticsearch: Option<SinkInput>,
     telemetry: AppTelemetry,
 ) {
     info!("detector started");
@@ -149,6 +151,24 @@ pub async fn run_detector(
         telemetry
             .detector_bytes_per_series
             .set(bank.approx_bytes_per_series() as u64);
+        if let Some(es) = &elasticsearch {
+            let docs: Vec<EsDocument> = batch
+                .anomalies
+                .iter()
+                .map(EsDocument::from_anomaly)
+                .chain(
+                    batch
+                        .signals
+                        .stage_windows
+                        .iter()
+                        .map(EsDocument::from_stage_window),
+                )
+                .collect();
+            // Returns once the documents are in the durable spool (awaits when it is full).
+            if let Err(err) = es.send(docs).await {
+                warn!(error = %err, "elasticsearch spool refused documents");
+            }
+        }
         if alerts.send_store_batch(&batch).await.is_err() {
             warn!("alerting stopped before the detector; its inputs are dropped");
         }

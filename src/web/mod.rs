@@ -22,6 +22,7 @@ pub use error::AppError;
 
 use crate::alert::{self, AlertHandle};
 use crate::app::Readiness;
+use crate::sink::elasticsearch::HealthHandle;
 use crate::sink::local::StoreReader;
 
 /// Shared state of every handler.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub alerts: AlertHandle,
     /// Health of the Kafka lag source per cluster (`None` when no cluster is configured).
     pub kafka: Option<LagHealth>,
+    /// Health of the Elasticsearch sink (`None` when it is off).
+    pub elasticsearch: Option<HealthHandle>,
     /// Most rows a list endpoint returns.
     pub max_rows: usize,
 }
@@ -83,7 +86,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     // does not make the process unready; a stopped alert loop or store does.
     let alerts = state.alerts.health().status();
     let kafka = state.kafka.as_ref().map(LagHealth::is_healthy);
-    let ready = otlp && store && alerts != "not_ready" && kafka.unwrap_or(true);
+    let elasticsearch = state.elasticsearch.as_ref().map(HealthHandle::is_ready);
+    let ready = otlp
+        && store
+        && alerts != "not_ready"
+        && kafka.unwrap_or(true)
+        && elasticsearch.unwrap_or(true);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -98,6 +106,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .map(|(name, ok)| (name, json!(word(ok))))
             .collect::<serde_json::Map<_, _>>()
             .into();
+    }
+    if let Some(health) = &state.elasticsearch {
+        // Documents wait in the durable spool while the cluster is not ready.
+        components["elasticsearch"] = json!(health.state().to_string());
     }
     let body = json!({ "ready": ready, "components": components });
     (status, axum::Json(body)).into_response()

@@ -109,6 +109,7 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
         readiness,
         alerts: handle,
         kafka: None,
+        elasticsearch: None,
         max_rows: 100,
     };
     (state, t0)

@@ -10,6 +10,34 @@
 //! delays the next poll, nothing is dropped). [`LagTelemetry::register`] creates the metrics;
 //! [`KafkaLagSource::health`] gives the [`LagHealth`] handle `/readyz` reads.
 //!
+//! ```toml
+//! [collector.kafka_lag]
+//! poll_interval = "10s"          # default
+//! window_samples = 10            # default
+//! request_timeout = "5s"         # default
+//! backoff_min = "1s"             # default
+//! backoff_max = "30s"            # default
+//! max_partition_series = 10000   # default
+//! max_timestamp_reads = 1000     # default
+//!
+//! [[collector.kafka_lag.clusters]]
+//! name = "main"
+//! bootstrap_servers = "kafka-1:9092,kafka-2:9092"
+//! client = { "client.id" = "pipewarden" }       # any librdkafka setting
+//! groups = { allow = ["billing"], regex = "^etl-" }  # default: every group
+//! topics = { regex = "^orders\\." }              # default: every topic
+//! offset_fetch = "auto"                          # auto | batched | per_group
+//!
+//! [[collector.kafka_lag.thresholds]]
+//! group = "audit-.*"             # exact name or regex matching the whole name
+//! min_lag_messages = 200
+//! min_lag_seconds = 0
+//! ```
+//!
+//! The librdkafka build (rdkafka's default features) has no TLS, SASL/SCRAM or GSSAPI:
+//! `security.protocol = "ssl"` is refused by validation until rdkafka's `ssl` feature is
+//! enabled; SASL/PLAIN over `sasl_plaintext` works.
+//!
 //! # What a poll reads, and what it costs
 //!
 //! Per cluster and tick, with B brokers, C coordinator brokers of the watched groups and L
@@ -105,8 +133,10 @@
 //!
 //! A failed poll (broker down, timeout, refused request) marks the cluster unhealthy
 //! ([`LagHealth`], `pipewarden_kafka_broker_up` 0), counts an error, sends no report, and is
-//! retried after `backoff_min`, doubling up to `backoff_max`; the first success makes it
-//! healthy again and resumes the normal interval. Nothing needs a restart.
+//! retried after `backoff_min`, doubling up to `backoff_max`, with fresh librdkafka clients;
+//! the first success makes it healthy again and resumes the normal interval. Nothing needs a
+//! restart. A cluster is unhealthy until its first successful poll; with no cluster configured
+//! the source is healthy and idle.
 
 mod client;
 mod config;
@@ -192,6 +222,11 @@ impl KafkaLagSource {
     /// Polls every cluster every `poll_interval` until `shutdown` is cancelled (or the output
     /// channel closes). Failed polls are retried with backoff; they never end the source.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.pollers.is_empty() {
+            // Disabled (no cluster): nothing to poll, but run until shutdown like any component.
+            shutdown.cancelled().await;
+            return;
+        }
         let mut tasks = JoinSet::new();
         for (index, poller) in self.pollers.into_iter().enumerate() {
             let cluster = ClusterLoop {

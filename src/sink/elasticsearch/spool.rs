@@ -707,6 +707,28 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_record_in_an_older_segment_skips_only_that_segments_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            spool.append(&(0..3).map(rec).collect::<Vec<_>>()).unwrap();
+        }
+        {
+            // A second start writes a second segment.
+            let mut spool = open(dir.path());
+            spool.append(&(3..5).map(rec).collect::<Vec<_>>()).unwrap();
+        }
+        let seg = segment_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let second_record = rec(0).disk_bytes() as usize + HEADER + 3;
+        bytes[second_record] ^= 0xff;
+        std::fs::write(&seg, bytes).unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, 4096, WhenFull::Block).unwrap();
+        assert_eq!(drain(&mut spool), vec!["id-0", "id-3", "id-4"]);
+        assert_eq!(spool.corrupt_skips, 1);
+    }
+
+    #[test]
     fn corrupt_ack_file_replays_everything_rather_than_losing() {
         let dir = tempfile::tempdir().unwrap();
         {
