@@ -35,7 +35,7 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+pub(crate) async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().unwrap();
     let results = admin
         .create_topics(
@@ -76,12 +76,12 @@ async fn produce(bootstrap: &str, topic: &str, partition: i32, timestamps: Vec<O
     .unwrap();
 }
 
-async fn produce_n(bootstrap: &str, topic: &str, partition: i32, count: usize) {
+pub(crate) async fn produce_n(bootstrap: &str, topic: &str, partition: i32, count: usize) {
     produce(bootstrap, topic, partition, vec![None; count]).await;
 }
 
 /// Commits offsets for `group` from a client that never joins the group.
-async fn commit(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+pub(crate) async fn commit(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
     let bootstrap = bootstrap.to_owned();
     let group = group.to_owned();
     let topic = topic.to_owned();
@@ -103,7 +103,7 @@ async fn commit(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)
     .unwrap();
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

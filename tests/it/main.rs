@@ -15,5 +15,6 @@ mod infra;
 mod kafka_lag;
 mod otlp_clients;
 mod pipeline_alerts;
+mod pipeline_kafka;
 mod shutdown;
 mod ui;
