@@ -15,6 +15,7 @@ mod infra;
 mod kafka_lag;
 mod otlp_clients;
 mod pipeline_alerts;
+mod pipeline_elasticsearch;
 mod pipeline_kafka;
 mod shutdown;
 mod ui;
