@@ -155,6 +155,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         alert_input,
         features::LogRateLimit::new(config.store.max_log_records_per_second),
         es_input,
+        config.redactor.clone(),
         telemetry.clone(),
     ));
     let web_stop = CancellationToken::new();

@@ -13,7 +13,9 @@ use std::time::Duration;
 use pipewarden_collector::{CollectorConfig, ValidCollectorConfig};
 
 use crate::alert::{AlertConfig, ValidAlertConfig};
-use crate::sink::elasticsearch::{ElasticsearchConfig, ValidElasticsearchConfig};
+use crate::sink::elasticsearch::{
+    ElasticsearchConfig, RedactionConfig, Redactor, ValidElasticsearchConfig,
+};
 use serde::Deserialize;
 
 /// Prefix of environment variables that override configuration keys.
@@ -68,6 +70,10 @@ pub struct Config {
     pub alert: AlertConfig,
     /// Sinks besides the local store.
     pub sink: SinkConfig,
+    /// PII redaction of log records before the local store keeps them (on by default:
+    /// e-mail, IPv4/IPv6, card numbers, tokens). The Elasticsearch sink has its own
+    /// `[sink.elasticsearch.redaction]` with the same keys.
+    pub redaction: RedactionConfig,
 }
 
 /// `[sink]`: where results go besides the local store.
@@ -89,6 +95,7 @@ impl Default for Config {
             web: WebConfig::default(),
             alert: AlertConfig::default(),
             sink: SinkConfig::default(),
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -202,6 +209,8 @@ pub struct ValidConfig {
     pub alert: ValidAlertConfig,
     /// Elasticsearch sink section.
     pub elasticsearch: ValidElasticsearchConfig,
+    /// Compiled redaction rules for the local store.
+    pub redactor: Redactor,
 }
 
 impl Config {
@@ -291,7 +300,12 @@ impl Config {
         let elasticsearch = self.sink.elasticsearch.validate().map_err(|err| {
             ConfigError::new(format!("sink.elasticsearch.{}", err.field), err.problem)
         })?;
+        let redactor = self
+            .redaction
+            .build()
+            .map_err(|(field, problem)| ConfigError::new(format!("redaction.{field}"), problem))?;
         Ok(ValidConfig {
+            redactor,
             elasticsearch,
             alert,
             collector,

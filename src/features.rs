@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::alert::AlertInput;
 use crate::anomaly::Anomaly;
 use crate::config::DetectorConfig;
-use crate::sink::elasticsearch::{EsDocument, SinkInput};
+use crate::sink::elasticsearch::{EsDocument, Redactor, SinkInput};
 use crate::sink::local::StoreBatch;
 use crate::telemetry::{AppTelemetry, ReasonLabel};
 
@@ -74,6 +74,19 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
     }
 }
 
+/// Masks (or hashes) personal data in log bodies and attributes before anything keeps them.
+pub fn redact_logs(redactor: &Redactor, logs: &mut [LogRecord]) {
+    if redactor.is_noop() {
+        return;
+    }
+    for log in logs {
+        if let std::borrow::Cow::Owned(body) = redactor.redact_str(&log.body) {
+            log.body = body;
+        }
+        redactor.redact_value(&mut log.attributes);
+    }
+}
+
 /// A token bucket limiting how many raw log records per second reach the store.
 #[derive(Debug)]
 pub struct LogRateLimit {
@@ -122,6 +135,7 @@ pub async fn run_detector(
     alerts: AlertInput,
     mut log_limit: LogRateLimit,
     elasticsearch: Option<SinkInput>,
+    redactor: Redactor,
     telemetry: AppTelemetry,
 ) {
     info!("detector started");
@@ -140,6 +154,7 @@ pub async fn run_detector(
                 })
                 .inc_by(limited as u64);
         }
+        redact_logs(&redactor, &mut batch.signals.logs);
         telemetry.detector_points_scored.inc_by(points);
         telemetry
             .detector_anomalies
@@ -225,6 +240,26 @@ mod tests {
         assert_eq!(limit.apply(&mut batch, t0 + Duration::from_millis(500)), 50);
         let mut batch = logs(10);
         assert_eq!(limit.apply(&mut batch, t0 + Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn log_bodies_and_attributes_are_redacted_by_default() {
+        let redactor = crate::sink::elasticsearch::RedactionConfig::default()
+            .build()
+            .unwrap();
+        let mut batch = logs(1);
+        batch[0].body = "login by ann@example.com from 10.1.2.3".into();
+        batch[0].attributes = serde_json::json!({ "client": "10.9.8.7", "n": 3 });
+        redact_logs(&redactor, &mut batch);
+        assert!(
+            !batch[0].body.contains("ann@example.com"),
+            "{}",
+            batch[0].body
+        );
+        assert!(!batch[0].body.contains("10.1.2.3"), "{}", batch[0].body);
+        assert!(batch[0].body.starts_with("login by "), "{}", batch[0].body);
+        assert!(!batch[0].attributes.to_string().contains("10.9.8.7"));
+        assert_eq!(batch[0].attributes["n"], 3);
     }
 
     #[test]
