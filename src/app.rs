@@ -142,6 +142,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
             lag_signal_tx.clone(),
             store_tx.clone(),
             alert_input.clone(),
+            es_input.clone(),
         )));
     }
     drop(lag_signal_tx);

@@ -8,7 +8,34 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::alert::{AlertEvent, AlertInput, LagVerdictInput};
+use crate::sink::elasticsearch::{EsDocument, SinkInput};
 use crate::sink::local::StoreBatch;
+
+/// One document per group (its total, no topic) and one per partition.
+fn lag_documents(report: &LagReport) -> Vec<EsDocument> {
+    let mut docs = Vec::new();
+    for group in &report.groups {
+        docs.push(EsDocument::lag(
+            &group.cluster,
+            &group.group,
+            "",
+            None,
+            group.lag_messages,
+            report.timestamp_ms,
+        ));
+        for p in &group.partitions {
+            docs.push(EsDocument::lag(
+                &group.cluster,
+                &group.group,
+                &p.topic,
+                Some(p.partition),
+                p.lag_messages,
+                report.timestamp_ms,
+            ));
+        }
+    }
+    docs
+}
 
 /// Forwards every report from `reports` until the lag source stops; sends await (bounded
 /// queues), so a slow detector or store slows the polls down instead of losing reports.
@@ -17,6 +44,7 @@ pub async fn run_lag_forwarder(
     detector: mpsc::Sender<SignalBatch>,
     store: mpsc::Sender<StoreBatch>,
     alerts: AlertInput,
+    elasticsearch: Option<SinkInput>,
 ) {
     info!("kafka lag forwarder started");
     while let Some(mut report) = reports.recv().await {
@@ -44,6 +72,11 @@ pub async fn run_lag_forwarder(
                 to = change.to.as_str(),
                 "consumer lag verdict changed"
             );
+        }
+        if let Some(es) = &elasticsearch {
+            if let Err(err) = es.send(lag_documents(&report)).await {
+                warn!(error = %err, "elasticsearch spool refused lag documents");
+            }
         }
         let points = std::mem::take(&mut report.points);
         if !points.is_empty()
