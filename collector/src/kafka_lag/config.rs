@@ -501,6 +501,15 @@ mod tests {
         config.clusters[1].offset_fetch = OffsetFetchMode::Auto;
         let valid = config.validate().unwrap();
         assert_eq!(valid.clusters[1].offset_fetch, OffsetFetchMode::PerGroup);
+        // TLS and SASL over TLS are accepted (librdkafka is built with OpenSSL).
+        for protocol in ["ssl", "sasl_ssl"] {
+            config.clusters[1] = cluster("b");
+            config.clusters[1]
+                .client
+                .insert("security.protocol".to_owned(), protocol.to_owned());
+            let valid = config.validate().unwrap();
+            assert_eq!(valid.clusters[1].offset_fetch, OffsetFetchMode::PerGroup);
+        }
 
         let base = KafkaLagConfig::default();
         let bad = KafkaLagConfig {

@@ -34,9 +34,9 @@
 //! min_lag_seconds = 0
 //! ```
 //!
-//! The librdkafka build (rdkafka's default features) has no TLS, SASL/SCRAM or GSSAPI:
-//! `security.protocol = "ssl"` is refused by validation until rdkafka's `ssl` feature is
-//! enabled; SASL/PLAIN over `sasl_plaintext` works.
+//! librdkafka is built with OpenSSL (rdkafka's `ssl` feature): `security.protocol` may be
+//! `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (SASL PLAIN and SCRAM); GSSAPI is not
+//! built in. Committed offsets over TLS are read per group (see `offset_fetch`).
 //!
 //! # What a poll reads, and what it costs
 //!
