@@ -71,16 +71,6 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     let store_thread = writer.spawn(store_rx);
     readiness.store_writer.store(true, Ordering::Relaxed);
 
-    let (alerts, alert_input) = AlertService::build(
-        config.alert.clone(),
-        &config.store.path,
-        AlertTelemetry::register(&mut registry),
-    )
-    .context("starting alerting")?;
-    let alert_handle = alerts.handle();
-    let alert_stop = CancellationToken::new();
-    let alert_task = tokio::spawn(alerts.run(alert_stop.clone()));
-
     let mut es_health = None;
     let mut es_input = None;
     let es_stop = CancellationToken::new();
@@ -95,6 +85,20 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         es_input = Some(input);
         es_task = Some(tokio::spawn(sink.run(es_stop.clone())));
     }
+
+    let (alerts, alert_input) = AlertService::build(
+        config.alert.clone(),
+        &config.store.path,
+        AlertTelemetry::register(&mut registry),
+    )
+    .context("starting alerting")?;
+    let alerts = match &es_input {
+        Some(input) => alerts.with_elasticsearch(input.clone()),
+        None => alerts,
+    };
+    let alert_handle = alerts.handle();
+    let alert_stop = CancellationToken::new();
+    let alert_task = tokio::spawn(alerts.run(alert_stop.clone()));
 
     let bank = SeriesBank::new(features::bank_params(&config.detector)?);
     let collector = Collector::build(config.collector.clone(), collector_telemetry, signal_tx)
@@ -208,15 +212,15 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     if let Err(err) = detector_task.await {
         result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
     }
-    // The detector was the last sender to the Elasticsearch spool: flush by its deadline;
-    // what is left stays in the spool for the next start.
+    // The detector was the last sender of alert inputs: evaluate what is queued, then stop.
+    alert_stop.cancel();
+    result = result.and(flatten("alerting", alert_task.await));
+    // The detector and alerting were the last senders to the Elasticsearch spool: flush by
+    // its deadline; what is left stays in the spool for the next start.
     es_stop.cancel();
     if let Some(task) = es_task {
         result = result.and(flatten("elasticsearch sink", task.await));
     }
-    // The detector was the last sender of alert inputs: evaluate what is queued, then stop.
-    alert_stop.cancel();
-    result = result.and(flatten("alerting", alert_task.await));
     let joined = tokio::task::spawn_blocking(move || store_thread.join()).await;
     readiness.store_writer.store(false, Ordering::Relaxed);
     if !matches!(joined, Ok(Ok(()))) {

@@ -26,6 +26,7 @@ use super::notify::delivery::{Delivery, DeliveryHealth};
 use super::silence::{Silence, SilenceRequest, SilenceState};
 use super::store::{AlertStore, HistoryQuery, Persist};
 use super::telemetry::{AlertTelemetry, KindLabel, ReasonLabel, StatusLabel};
+use crate::sink::elasticsearch::{EsDocument, SinkInput};
 use crate::sink::local::StoreBatch;
 
 pub use super::notify::delivery::ReceiverHealth;
@@ -374,6 +375,7 @@ pub struct AlertService {
     delivery: Delivery,
     wake_tx: mpsc::Sender<()>,
     wake_rx: mpsc::Receiver<()>,
+    elasticsearch: Option<SinkInput>,
 }
 
 impl std::fmt::Debug for AlertService {
@@ -468,9 +470,17 @@ impl AlertService {
                 delivery,
                 wake_tx,
                 wake_rx,
+                elasticsearch: None,
             },
             input,
         ))
+    }
+
+    /// Mirrors the alert history (state changes and notifications) to the Elasticsearch sink
+    /// (`logs-pipewarden.alert-*`) once it is written to the local store.
+    pub fn with_elasticsearch(mut self, input: SinkInput) -> Self {
+        self.elasticsearch = Some(input);
+        self
     }
 
     /// Returns a handle for the API and CLI helpers.
@@ -496,6 +506,7 @@ impl AlertService {
             delivery,
             wake_tx,
             wake_rx,
+            elasticsearch,
         } = self;
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.run(wake_rx, delivery_stop.clone()));
@@ -512,6 +523,7 @@ impl AlertService {
             untracked_seen: 0,
             retention_ms: config.history_retention_ms,
             store_ok: Arc::clone(&handle.store_ok),
+            elasticsearch,
         };
         handle.running.store(true, Ordering::Relaxed);
         info!(
@@ -549,7 +561,33 @@ impl AlertService {
     }
 }
 
+/// One history event as an Elasticsearch document (id: fingerprint, event and time).
+fn history_document(event: &HistoryEvent) -> EsDocument {
+    let id = if event.fingerprint.is_empty() {
+        event.rule.as_str()
+    } else {
+        event.fingerprint.as_str()
+    };
+    let severity = event.labels.get("severity").map_or("", String::as_str);
+    let message = event
+        .detail
+        .get("summary")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&event.event);
+    EsDocument::alert(
+        id,
+        &event.rule,
+        &event.event,
+        severity,
+        event.timestamp_ms,
+        message,
+        &event.labels,
+    )
+}
+
 struct LoopState {
+    /// Where the history is mirrored, when the Elasticsearch sink is on.
+    elasticsearch: Option<SinkInput>,
     engine: Arc<Mutex<AlertEngine>>,
     store: AlertStore,
     telemetry: AlertTelemetry,
@@ -666,7 +704,13 @@ impl LoopState {
             })
             .await;
         match result {
-            Ok((_, Ok(()))) => {
+            Ok((persist, Ok(()))) => {
+                if let Some(es) = &self.elasticsearch {
+                    let docs = persist.history.iter().map(history_document).collect();
+                    if let Err(err) = es.send(docs).await {
+                        warn!(error = %err, "elasticsearch spool refused alert history");
+                    }
+                }
                 self.retry = false;
                 self.store_ok.store(true, Ordering::Relaxed);
                 if with_rules {

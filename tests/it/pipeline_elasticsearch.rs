@@ -81,6 +81,17 @@ namespace = "e2e"
 
 [sink.elasticsearch.batch]
 flush_interval = "100ms"
+
+[alert]
+evaluation_interval = "100ms"
+
+[[alert.rules]]
+kind = "threshold"
+name = "SpansSeen"
+signal = "span.count"
+op = ">"
+value = 0.0
+for = "0s"
 "#,
         osmem.url()
     );
