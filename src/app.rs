@@ -153,16 +153,16 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let intake_stop = shutdown.child_token();
     let mut collector_task = tokio::spawn(collector.run(intake_stop.clone()));
-    let detector_task = tokio::spawn(features::run_detector(
+    let detector_task = tokio::spawn(features::run_detector(features::DetectorLoop {
         bank,
-        signal_rx,
-        store_tx,
-        alert_input,
-        features::LogRateLimit::new(config.store.max_log_records_per_second),
-        es_input,
-        config.redactor.clone(),
-        telemetry.clone(),
-    ));
+        input: signal_rx,
+        output: store_tx,
+        alerts: alert_input,
+        log_limit: features::LogRateLimit::new(config.store.max_log_records_per_second),
+        elasticsearch: es_input,
+        redactor: config.redactor.clone(),
+        telemetry: telemetry.clone(),
+    }));
     let web_stop = CancellationToken::new();
     let state = web::AppState {
         reader,

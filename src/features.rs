@@ -126,18 +126,39 @@ impl LogRateLimit {
     }
 }
 
+/// The loop between the collector and the sinks, with everything it feeds.
+pub struct DetectorLoop {
+    /// One online model per series.
+    pub bank: SeriesBank,
+    /// Signals from the collector and the lag source.
+    pub input: mpsc::Receiver<SignalBatch>,
+    /// Scored batches to the local store.
+    pub output: mpsc::Sender<StoreBatch>,
+    /// Points, anomalies and windows to alerting.
+    pub alerts: AlertInput,
+    /// Cap on raw log records stored per second.
+    pub log_limit: LogRateLimit,
+    /// Anomalies and stage windows to Elasticsearch, when the sink is on.
+    pub elasticsearch: Option<SinkInput>,
+    /// PII redaction of log records before they are stored.
+    pub redactor: Redactor,
+    /// The app's instruments.
+    pub telemetry: AppTelemetry,
+}
+
 /// Scores every batch from `input` and forwards it to `output`, until `input` closes (the
 /// collector has flushed); then returns, dropping `output` so the store finishes too.
-pub async fn run_detector(
-    mut bank: SeriesBank,
-    mut input: mpsc::Receiver<SignalBatch>,
-    output: mpsc::Sender<StoreBatch>,
-    alerts: AlertInput,
-    mut log_limit: LogRateLimit,
-    elasticsearch: Option<SinkInput>,
-    redactor: Redactor,
-    telemetry: AppTelemetry,
-) {
+pub async fn run_detector(detector: DetectorLoop) {
+    let DetectorLoop {
+        mut bank,
+        mut input,
+        output,
+        alerts,
+        mut log_limit,
+        elasticsearch,
+        redactor,
+        telemetry,
+    } = detector;
     info!("detector started");
     let mut store_closed = false;
     while let Some(signals) = input.recv().await {

@@ -73,10 +73,10 @@ pub async fn run_lag_forwarder(
                 "consumer lag verdict changed"
             );
         }
-        if let Some(es) = &elasticsearch {
-            if let Err(err) = es.send(lag_documents(&report)).await {
-                warn!(error = %err, "elasticsearch spool refused lag documents");
-            }
+        if let Some(es) = &elasticsearch
+            && let Err(err) = es.send(lag_documents(&report)).await
+        {
+            warn!(error = %err, "elasticsearch spool refused lag documents");
         }
         let points = std::mem::take(&mut report.points);
         if !points.is_empty()

@@ -705,11 +705,12 @@ impl LoopState {
             .await;
         match result {
             Ok((persist, Ok(()))) => {
-                if let Some(es) = &self.elasticsearch {
-                    let docs = persist.history.iter().map(history_document).collect();
-                    if let Err(err) = es.send(docs).await {
-                        warn!(error = %err, "elasticsearch spool refused alert history");
-                    }
+                if let Some(es) = &self.elasticsearch
+                    && let Err(err) = es
+                        .send(persist.history.iter().map(history_document).collect())
+                        .await
+                {
+                    warn!(error = %err, "elasticsearch spool refused alert history");
                 }
                 self.retry = false;
                 self.store_ok.store(true, Ordering::Relaxed);
