@@ -88,4 +88,14 @@ url = "{hook}"
             .any(|a| a["labels"]["alertname"] == "TooManyLogs"),
         "{alerts}"
     );
+
+    // The web UI lists it too (rendered by its script in headless Chromium).
+    let url = pipewarden.web_url("/");
+    let dom = tokio::task::spawn_blocking(move || crate::ui::rendered_dom(&url))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("<td>TooManyLogs</td>"),
+        "alert row missing:\n{dom}"
+    );
 }

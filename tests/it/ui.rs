@@ -9,7 +9,7 @@ use crate::harness::{DEADLINE, Pipewarden, eventually, otlp};
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Renders `url` in headless Chromium and returns the DOM after its scripts ran.
-fn rendered_dom(url: &str) -> String {
+pub(crate) fn rendered_dom(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = Command::new(CHROMIUM)
         .args([
