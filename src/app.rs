@@ -18,10 +18,12 @@ use tracing::{error, info};
 
 use crate::alert::{AlertService, AlertTelemetry};
 use crate::config::ValidConfig;
+use crate::detect;
 use crate::features;
 use crate::lag;
+use crate::probe;
 use crate::sink::elasticsearch::{ElasticsearchSink, EsTelemetry};
-use crate::sink::local::{StoreBatch, StoreReader, StoreWriter};
+use crate::sink::local::{ProbeStore, StoreBatch, StoreLimits, StoreReader, StoreWriter};
 use crate::telemetry::AppTelemetry;
 use crate::web;
 
@@ -57,8 +59,11 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let writer = StoreWriter::open(
         &config.store.path,
-        config.store.max_batches_per_transaction,
-        config.store.retention,
+        StoreLimits {
+            max_batches_per_transaction: config.store.max_batches_per_transaction,
+            retention: config.store.retention,
+            point_resolution: config.store.point_resolution,
+        },
         telemetry.clone(),
     )
     .context("opening the local store")?;
@@ -101,9 +106,36 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     let alert_task = tokio::spawn(alerts.run(alert_stop.clone()));
 
     let bank = SeriesBank::new(features::bank_params(&config.detector)?);
+    let detect = detect::build(
+        &config,
+        &mut registry,
+        store_tx.clone(),
+        alert_input.clone(),
+        es_input.clone(),
+    )
+    .await?;
+    let probe_store = ProbeStore::open(&config.store.path, config.store.retention)
+        .context("opening the probe tables of the local store")?;
+    let probes = probe::start(
+        &config.synthetic,
+        &mut registry,
+        probe::ProbeSinks {
+            store: probe_store.clone(),
+            detector: signal_tx.clone(),
+            alerts: alert_input.clone(),
+            elasticsearch: es_input.clone(),
+        },
+        shutdown.child_token(),
+    )
+    .await
+    .context("starting the synthetic probes")?;
     let collector = Collector::build(config.collector.clone(), collector_telemetry, signal_tx)
         .await
         .context("starting the OTLP receivers")?;
+    let (collector, probe_tasks) = match probes {
+        Some(running) => (collector.with_span_tap(running.tap), running.tasks),
+        None => (collector, Vec::new()),
+    };
     let web_listener = tokio::net::TcpListener::bind(config.web_address)
         .await
         .with_context(|| format!("binding web.address {}", config.web_address))?;
@@ -162,6 +194,9 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
         elasticsearch: es_input,
         redactor: config.redactor.clone(),
         telemetry: telemetry.clone(),
+        logs: detect.log_feed,
+        suppressor: Some(detect.suppressor.clone()),
+        stages: detect.stage_scorer,
     }));
     let web_stop = CancellationToken::new();
     let state = web::AppState {
@@ -175,7 +210,12 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
     };
     let web_task = tokio::spawn(web::serve(
         web_listener,
-        web::router(state),
+        web::router(state)
+            .merge(detect::feedback::routes(
+                detect.suppressor,
+                config.web.max_rows,
+            ))
+            .merge(probe::api_router(probe_store, config.web.max_rows)),
         web_stop.clone(),
     ));
 
@@ -209,8 +249,20 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
             result = result.and(Err(anyhow::anyhow!("kafka lag task failed: {err}")));
         }
     }
+    // Probes stopped with intake; their forwarder was a sender of the detector and alerting.
+    for task in probe_tasks {
+        if let Err(err) = task.await {
+            result = result.and(Err(anyhow::anyhow!("probe task failed: {err}")));
+        }
+    }
     if let Err(err) = detector_task.await {
         result = result.and(Err(anyhow::anyhow!("detector task failed: {err}")));
+    }
+    // The pipeline held the log detector's only sender: it drains what is queued, then stops.
+    if let Some(task) = detect.log_task
+        && let Err(err) = task.await
+    {
+        result = result.and(Err(anyhow::anyhow!("log detector task failed: {err}")));
     }
     // The detector was the last sender of alert inputs: evaluate what is queued, then stop.
     alert_stop.cancel();

@@ -74,6 +74,8 @@ pub struct Config {
     /// e-mail, IPv4/IPv6, card numbers, tokens). The Elasticsearch sink has its own
     /// `[sink.elasticsearch.redaction]` with the same keys.
     pub redaction: RedactionConfig,
+    /// `[synthetic]`: synthetic probes through the pipeline. Default none.
+    pub synthetic: pipewarden_synthetic::SyntheticConfig,
 }
 
 /// `[sink]`: where results go besides the local store.
@@ -96,6 +98,7 @@ impl Default for Config {
             alert: AlertConfig::default(),
             sink: SinkConfig::default(),
             redaction: RedactionConfig::default(),
+            synthetic: pipewarden_synthetic::SyntheticConfig::default(),
         }
     }
 }
@@ -113,6 +116,14 @@ pub struct DetectorConfig {
     pub warmup_points: usize,
     /// Points in each series' rolling window (median/MAD baseline). Default 64.
     pub window_points: usize,
+    /// `[detector.logs]`: log templates, template rates and log sessions.
+    pub logs: crate::detect::config::LogDetectorConfig,
+    /// `[detector.schema]`: schema drift of structured log records.
+    pub schema: crate::detect::config::SchemaDriftConfig,
+    /// `[detector.embeddings]`: outliers and drift of vectors carried by log records.
+    pub embeddings: crate::detect::config::EmbeddingConfig,
+    /// `[detector.multivariate]`: each stage's window figures scored together.
+    pub multivariate: crate::detect::stages::MultivariateConfig,
 }
 
 impl Default for DetectorConfig {
@@ -122,6 +133,10 @@ impl Default for DetectorConfig {
             max_series: 20_000,
             warmup_points: 20,
             window_points: 64,
+            logs: Default::default(),
+            schema: Default::default(),
+            embeddings: Default::default(),
+            multivariate: Default::default(),
         }
     }
 }
@@ -158,6 +173,13 @@ pub struct StoreConfig {
     /// `pipewarden_store_dropped_rows_total{reason="log_rate_limit"}`. 0 stores every record.
     /// Default 5000.
     pub max_log_records_per_second: u64,
+    /// Width of the time buckets that series points are stored in: every point of a series in
+    /// one bucket is folded into one row (count, sum, min, max, last value, highest score), so
+    /// the store's cost follows the number of series, not the point rate. The detector still
+    /// scores every point and anomalies keep their exact time and value. `1ms` keeps every
+    /// point apart (at most one per millisecond). Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub point_resolution: Duration,
 }
 
 impl Default for StoreConfig {
@@ -167,6 +189,7 @@ impl Default for StoreConfig {
             max_batches_per_transaction: 64,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_log_records_per_second: 5000,
+            point_resolution: Duration::from_secs(10),
         }
     }
 }
@@ -211,6 +234,8 @@ pub struct ValidConfig {
     pub elasticsearch: ValidElasticsearchConfig,
     /// Compiled redaction rules for the local store.
     pub redactor: Redactor,
+    /// Synthetic probes.
+    pub synthetic: pipewarden_synthetic::ValidSyntheticConfig,
 }
 
 impl Config {
@@ -248,6 +273,7 @@ impl Config {
                 format!("must be at least 3, got {}", d.warmup_points),
             ));
         }
+        crate::detect::config::validate(d)?;
         if self.pipeline.queue_capacity == 0 {
             return Err(ConfigError::new(
                 "pipeline.queue_capacity",
@@ -266,6 +292,14 @@ impl Config {
         if self.store.retention < Duration::from_secs(60) {
             return Err(ConfigError::new("store.retention", "must be at least 1m"));
         }
+        if self.store.point_resolution < Duration::from_millis(1)
+            || self.store.point_resolution > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::new(
+                "store.point_resolution",
+                "must be between 1ms and 1h",
+            ));
+        }
         let web_address: SocketAddr = self.web.address.parse().map_err(|err| {
             ConfigError::new(
                 "web.address",
@@ -279,7 +313,8 @@ impl Config {
             * self.pipeline.queue_capacity as u64
             * self.collector.signals.output_batch_max_points as u64
             * APPROX_POINT_BYTES;
-        let detector = self.detector.max_series as u64 * APPROX_SERIES_BYTES;
+        let detector = self.detector.max_series as u64 * APPROX_SERIES_BYTES
+            + crate::detect::config::approx_log_detector_bytes(&self.detector);
         let needed = self.collector.otlp.max_inflight_bytes + queued + detector;
         if needed > self.memory_budget_bytes {
             return Err(ConfigError::new(
@@ -288,7 +323,7 @@ impl Config {
                     "{} bytes is below what the limits allow: collector.otlp.max_inflight_bytes \
                      ({}) + 2 x pipeline.queue_capacity x collector.signals.output_batch_max_points \
                      x {APPROX_POINT_BYTES} bytes ({queued}) + detector.max_series x \
-                     {APPROX_SERIES_BYTES} bytes ({detector}) = {needed}",
+                     {APPROX_SERIES_BYTES} bytes + the log detector's caps ({detector}) = {needed}",
                     self.memory_budget_bytes, self.collector.otlp.max_inflight_bytes
                 ),
             ));
@@ -304,7 +339,12 @@ impl Config {
             .redaction
             .build()
             .map_err(|(field, problem)| ConfigError::new(format!("redaction.{field}"), problem))?;
+        let synthetic = self
+            .synthetic
+            .validate()
+            .map_err(|err| ConfigError::new(format!("synthetic.{}", err.field), err.problem))?;
         Ok(ValidConfig {
+            synthetic,
             redactor,
             elasticsearch,
             alert,
@@ -560,6 +600,15 @@ mod tests {
         assert_eq!(config.web.address, "127.0.0.1:0");
         assert_eq!(config.detector.max_series, 12);
         assert_eq!(config.store.retention, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn synthetic_errors_name_the_full_path() {
+        let text = "[[synthetic.probes]]\nname = \"p\"\n[synthetic.probes.inject.kafka]\n\
+                    bootstrap_servers = \"127.0.0.1:1\"\n[synthetic.probes.observe.kafka]\n\
+                    bootstrap_servers = \"127.0.0.1:1\"\ntopic = \"out\"\n";
+        let err = load_str(text, &[]).unwrap().validate().unwrap_err();
+        assert_eq!(err.path, "synthetic.probes[0].inject.kafka.topic");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! batch is scored by the [`SeriesBank`] (one online model per series, capped), points at or
 //! above the alert threshold become [`Anomaly`] records, and the batch goes on to the store with
 //! its scores. Sends await, so a slow store slows the collector down instead of losing data.
+//! Stage windows are also scored per stage by the multivariate model, anomalies matching
+//! false-positive feedback are suppressed, and log records are offered (without waiting) to the
+//! log detector task (see [`crate::detect`]).
 
 use pipewarden_collector::{LogRecord, SignalBatch};
 use pipewarden_detector::{SeriesBank, SeriesBankValidParams};
@@ -14,6 +17,8 @@ use tracing::{info, warn};
 use crate::alert::AlertInput;
 use crate::anomaly::Anomaly;
 use crate::config::DetectorConfig;
+use crate::detect::stages::StageScorer;
+use crate::detect::{LogFeed, Suppressor};
 use crate::sink::elasticsearch::{EsDocument, Redactor, SinkInput};
 use crate::sink::local::StoreBatch;
 use crate::telemetry::{AppTelemetry, ReasonLabel};
@@ -108,8 +113,16 @@ impl LogRateLimit {
     /// Keeps the records the bucket allows at `now` (in arrival order) and returns how many it
     /// removed.
     pub fn apply(&mut self, logs: &mut Vec<LogRecord>, now: Instant) -> usize {
-        if self.per_second == 0 || logs.is_empty() {
-            return 0;
+        let keep = self.allow(logs.len(), now);
+        let removed = logs.len() - keep;
+        logs.truncate(keep);
+        removed
+    }
+
+    /// Takes up to `wanted` tokens at `now` and returns how many records may be kept.
+    pub fn allow(&mut self, wanted: usize, now: Instant) -> usize {
+        if self.per_second == 0 || wanted == 0 {
+            return wanted;
         }
         let capacity = self.per_second as f64;
         if let Some(last) = self.last {
@@ -118,11 +131,9 @@ impl LogRateLimit {
         }
         self.last = Some(now);
         let allowed = self.tokens.floor() as usize;
-        let keep = allowed.min(logs.len());
+        let keep = allowed.min(wanted);
         self.tokens -= keep as f64;
-        let removed = logs.len() - keep;
-        logs.truncate(keep);
-        removed
+        keep
     }
 }
 
@@ -144,6 +155,13 @@ pub struct DetectorLoop {
     pub redactor: Redactor,
     /// The app's instruments.
     pub telemetry: AppTelemetry,
+    /// The log detector's queue (`None` when it is off): every log record is offered to it,
+    /// before the store's rate limit.
+    pub logs: Option<LogFeed>,
+    /// False-positive suppression of anomalies.
+    pub suppressor: Option<Suppressor>,
+    /// Multivariate scoring of each stage's windows (`None` when it is off).
+    pub stages: Option<StageScorer>,
 }
 
 /// Scores every batch from `input` and forwards it to `output`, until `input` closes (the
@@ -158,6 +176,9 @@ pub async fn run_detector(detector: DetectorLoop) {
         elasticsearch,
         redactor,
         telemetry,
+        mut logs,
+        suppressor,
+        mut stages,
     } = detector;
     info!("detector started");
     let mut store_closed = false;
@@ -166,7 +187,27 @@ pub async fn run_detector(detector: DetectorLoop) {
         let points = signals.points.len() as u64;
         let evictions_before = bank.evictions();
         let mut batch = score_batch(&mut bank, signals);
-        let limited = log_limit.apply(&mut batch.signals.logs, Instant::now());
+        if let Some(stages) = &mut stages {
+            stages
+                .observe(&batch.signals.stage_windows, &mut batch.anomalies)
+                .await;
+        }
+        if let Some(suppressor) = &suppressor {
+            suppressor.filter(&mut batch.anomalies).await;
+        }
+        let limited = match &mut logs {
+            // Every record is offered to the log detector (which never blocks and applies its
+            // own cap); the store keeps what its rate limit allows.
+            Some(feed) if !batch.signals.logs.is_empty() => {
+                let all = std::mem::take(&mut batch.signals.logs);
+                let keep = log_limit.allow(all.len(), Instant::now());
+                batch.signals.logs = all[..keep].to_vec();
+                let removed = all.len() - keep;
+                feed.offer(all);
+                removed
+            }
+            _ => log_limit.apply(&mut batch.signals.logs, Instant::now()),
+        };
         if limited > 0 {
             telemetry
                 .store_dropped_rows

@@ -97,6 +97,18 @@ pub struct SignalsConfig {
     /// Most series points (and, separately, most log records) in one emitted batch.
     /// Default 10000.
     pub output_batch_max_points: usize,
+    /// Most log records per second passed on whole (body, attributes, ids) to the log detector
+    /// and the store; a token bucket with one second of burst. Every record still counts in
+    /// the stage figures and log series; the records beyond are counted in
+    /// `pipewarden_collector_dropped_total{signal="log_records",reason="record_rate"}`.
+    /// 0 passes every record on. Default 20000.
+    pub max_log_records_per_second: u64,
+    /// Longest time derived points and records wait to fill a batch before they are passed on
+    /// (a batch goes at once when it reaches `output_batch_max_points`). Batching keeps the
+    /// per-batch cost of the detector and the store low at low rates; it adds at most this
+    /// much latency. `0s` passes every request on at once. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
     /// Batch-job detection (`[collector.signals.jobs]`).
     pub jobs: JobsConfig,
 }
@@ -114,6 +126,8 @@ impl Default for SignalsConfig {
             max_stages: 1_000,
             max_latency_samples: 65_536,
             output_batch_max_points: 10_000,
+            max_log_records_per_second: 20_000,
+            batch_linger: Duration::from_millis(200),
             jobs: JobsConfig::default(),
         }
     }
@@ -274,6 +288,12 @@ impl CollectorConfig {
                 return Err(ConfigError::new(field, "must be greater than 0"));
             }
         }
+        if signals.batch_linger > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "signals.batch_linger",
+                "must be at most 10s",
+            ));
+        }
         if let Some(i) = signals.jobs.span_names.iter().position(|n| n.is_empty()) {
             return Err(ConfigError::new(
                 format!("signals.jobs.span_names[{i}]"),
@@ -339,6 +359,8 @@ mod tests {
             max_stages = 1000
             max_latency_samples = 65536
             output_batch_max_points = 10000
+            max_log_records_per_second = 20000
+            batch_linger = "200ms"
             [signals.jobs]
             attribute = "job.name"
             span_names = ["nightly-export"]

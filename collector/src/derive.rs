@@ -94,6 +94,8 @@ pub(crate) struct DeriveSettings {
     max_stages: usize,
     max_latency_samples: usize,
     output_batch_max_points: usize,
+    max_log_records_per_second: u64,
+    batch_linger: Duration,
     job_attribute: Option<String>,
     job_span_names: HashSet<String>,
 }
@@ -109,6 +111,8 @@ impl DeriveSettings {
             max_stages: config.max_stages,
             max_latency_samples: config.max_latency_samples.max(1),
             output_batch_max_points: config.output_batch_max_points.max(1),
+            max_log_records_per_second: config.max_log_records_per_second,
+            batch_linger: config.batch_linger,
             job_attribute: Some(config.jobs.attribute.clone()).filter(|a| !a.is_empty()),
             job_span_names: config.jobs.span_names.iter().cloned().collect(),
         }
@@ -277,6 +281,7 @@ pub(crate) struct Deriver {
     series: SeriesTable,
     pending: SignalBatch,
     rng: SplitMix64,
+    log_records: RecordBudget,
     /// Scratch buffer holding the stage of the item being derived.
     stage: String,
     output_closed: bool,
@@ -299,6 +304,7 @@ impl Deriver {
             },
             pending: SignalBatch::default(),
             rng: SplitMix64(RESERVOIR_SEED),
+            log_records: RecordBudget::new(settings.max_log_records_per_second),
             stage: String::new(),
             output_closed: false,
             settings,
@@ -317,20 +323,33 @@ impl Deriver {
         output: mpsc::Sender<SignalBatch>,
         stop: CancellationToken,
     ) {
+        // When the pending batch must go even if it is not full.
+        let mut flush_at: Option<Instant> = None;
         loop {
             let window_closes_at = self.clock.instant_at(self.window_end_ms());
+            let linger_ends = flush_at.unwrap_or(window_closes_at);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep_until(window_closes_at) => {
                     self.close_window_if_due(self.clock.now_ms());
                     self.flush(&output).await;
+                    flush_at = None;
+                }
+                () = tokio::time::sleep_until(linger_ends), if flush_at.is_some() => {
+                    self.flush(&output).await;
+                    flush_at = None;
                 }
                 admitted = input.recv() => {
                     let Some(admitted) = admitted else { break };
                     self.process(admitted);
-                    if input.is_empty() || self.pending_is_full() {
+                    if self.pending_is_full()
+                        || (input.is_empty() && self.settings.batch_linger.is_zero())
+                    {
                         self.flush(&output).await;
+                        flush_at = None;
+                    } else if flush_at.is_none() && !self.pending.is_empty() {
+                        flush_at = Some(Instant::now() + self.settings.batch_linger);
                     }
                 }
             }
@@ -371,6 +390,11 @@ impl Deriver {
             OtlpRequest::Logs(request) => self.derive_logs(request, now_ms),
         }
         drop(permit);
+        let refused = std::mem::take(&mut self.log_records.refused);
+        if refused > 0 {
+            self.telemetry
+                .dropped(Signal::LogRecords, "record_rate", refused);
+        }
     }
 
     /// Closes the open window when `now_ms` is past its end and opens the window of `now_ms`.
@@ -760,6 +784,13 @@ impl Deriver {
             return;
         };
         acc.log_records += 1;
+        let severity = severity_class(record.severity_number, &record.severity_text);
+        acc.logs_by_severity[severity] += 1;
+        if !self.log_records.take(now_ms) {
+            // Counted once per request by `process`: a labelled counter per record is costly.
+            self.log_records.refused += 1;
+            return;
+        }
         let OtlpLogRecord {
             time_unix_nano,
             observed_time_unix_nano,
@@ -771,8 +802,6 @@ impl Deriver {
             span_id,
             ..
         } = record;
-        let severity = severity_class(severity_number, &severity_text);
-        acc.logs_by_severity[severity] += 1;
         let timestamp_ms = if time_unix_nano != 0 {
             nanos_to_ms(time_unix_nano)
         } else if observed_time_unix_nano != 0 {
@@ -799,6 +828,48 @@ impl Deriver {
 }
 
 /// Names of the `.count`, `.sum` and `.quantile` series of one histogram or summary metric.
+/// Token bucket of whole log records passed on per second (one second of burst), refilled from
+/// the deriver's clock.
+#[derive(Debug)]
+struct RecordBudget {
+    per_second: u64,
+    tokens: f64,
+    last_ms: Option<i64>,
+    /// Records refused since the last report.
+    refused: u64,
+}
+
+impl RecordBudget {
+    fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            tokens: per_second as f64,
+            last_ms: None,
+            refused: 0,
+        }
+    }
+
+    /// Takes one token at `now_ms`; false when the bucket is empty. Unlimited when 0.
+    fn take(&mut self, now_ms: i64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let capacity = self.per_second as f64;
+        if let Some(last) = self.last_ms
+            && now_ms > last
+        {
+            self.tokens = (self.tokens + (now_ms - last) as f64 * capacity / 1000.0).min(capacity);
+        }
+        self.last_ms = Some(self.last_ms.map_or(now_ms, |last| last.max(now_ms)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct CountSumNames {
     count: String,
     sum: String,

@@ -6,6 +6,7 @@ mod derive;
 pub mod error;
 pub mod kafka_lag;
 pub mod otlp;
+pub mod probe_tap;
 pub mod signal;
 pub mod telemetry;
 
@@ -39,6 +40,7 @@ pub struct Collector {
     http_listener: TcpListener,
     grpc_local_addr: SocketAddr,
     http_local_addr: SocketAddr,
+    span_tap: Option<probe_tap::SpanTap>,
 }
 
 impl Collector {
@@ -62,7 +64,15 @@ impl Collector {
             http_listener,
             grpc_local_addr,
             http_local_addr,
+            span_tap: None,
         })
+    }
+
+    /// Sends a summary of every accepted span whose trace id the tap selects to the tap's queue
+    /// (see [`probe_tap`]); derivation is unchanged.
+    pub fn with_span_tap(mut self, tap: probe_tap::SpanTap) -> Self {
+        self.span_tap = Some(tap);
+        self
     }
 
     /// Returns the address the OTLP/gRPC receiver is bound to (the real port when 0 was asked).
@@ -96,6 +106,7 @@ impl Collector {
             http_listener,
             grpc_local_addr,
             http_local_addr,
+            span_tap,
         } = self;
         let otlp = &config.source.otlp;
         let (queue, queue_receiver) = mpsc::channel(otlp.queue_capacity);
@@ -106,6 +117,18 @@ impl Collector {
             retry_after: otlp.retry_after,
         };
         let intake = Intake::new(limits, queue, telemetry.clone());
+        let (queue_receiver, tap_task) = match span_tap {
+            Some(tap) => {
+                let (receiver, task) = probe_tap::interpose(
+                    queue_receiver,
+                    tap,
+                    config.source.signals.stage_attributes.clone(),
+                    otlp.queue_capacity,
+                );
+                (receiver, Some(task))
+            }
+            None => (queue_receiver, None),
+        };
 
         let deriver = Deriver::new(
             DeriveSettings::new(&config.source.signals),
@@ -163,6 +186,10 @@ impl Collector {
         };
         let (grpc_result, http_result) = tokio::join!(grpc_result, http_result);
         tracing::info!("OTLP receivers stopped, deriving what is queued");
+        if let Some(task) = tap_task {
+            // The receivers held the intake's senders: the tap forwards what they accepted.
+            probe_tap::drain(task).await;
+        }
 
         deriver_stop.cancel();
         let deriver_result = deriver_task.await.map_err(|err| CollectorError::Task {

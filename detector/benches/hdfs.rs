@@ -16,7 +16,7 @@
 //! later half, for the workflow model (alert threshold 70) and the PCA baseline (tf-idf weighted
 //! event counts, Q-statistic threshold), and their ratio. `$PIPEWARDEN_HDFS_MODEL`
 //! (`name=value,...`) overrides workflow parameters for experiments; `--details` lists the rare
-//! templates found.
+//! templates found; `--errors` prints each misjudged test session (findings, template ids).
 
 // A benchmark binary reports bad input by aborting with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -160,6 +160,19 @@ fn main() {
         let assessment = workflow.assess(session, last_ms, &miner);
         let predicted = assessment.score >= ALERT_THRESHOLD;
         workflow_counts.add(predicted, anomalous);
+        if predicted != anomalous && std::env::args().any(|arg| arg == "--errors") {
+            let sequence: Vec<String> = session
+                .iter()
+                .map(|event| event.template.0.to_string())
+                .collect();
+            println!(
+                "{} score {:.1} findings {:?} events {}",
+                if anomalous { "missed" } else { "false alarm" },
+                assessment.score,
+                assessment.findings,
+                sequence.join(" ")
+            );
+        }
         for finding in &assessment.findings {
             let kind = match finding {
                 SessionFinding::RareTemplate { template, .. } => {

@@ -2,9 +2,13 @@
 //!
 //! [`SeriesBank::observe`] scores a point of a series against that series' model *before* the
 //! point updates it, maps the raw score to 0-100 ([`crate::score`]) and explains it. Points of a
-//! series still in warm-up score 0 and never alert. At most `max_series` models are held: a new
-//! series beyond the cap evicts the least-recently-updated one (its history is lost; the key
-//! starts a fresh warm-up if it comes back), and every eviction is counted.
+//! series still in warm-up score 0 and never alert. A point whose score does not exceed the
+//! series' remembered peak (decaying with `repeat_half_life_points`) by `repeat_margin` is a
+//! repeat of an episode already reported: its score is multiplied by `repeat_damping` (0 by
+//! default), so one incident raises one alert, plus one whenever it gets clearly worse. At most
+//! `max_series` models are held: a new series beyond the cap evicts the least-recently-updated
+//! one (its history is lost; the key starts a fresh warm-up if it comes back), and every eviction
+//! is counted.
 //!
 //! ```
 //! use linfa::ParamGuard;
@@ -23,6 +27,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use linfa::ParamGuard;
 
 use crate::error::SeriesBankParamsError;
@@ -34,6 +39,12 @@ use crate::score::{Explanation, Score, z_at_score};
 /// Feature named by the explanations of univariate models.
 const VALUE_FEATURE: &str = "value";
 
+/// Default half-life of the remembered peak score, in points of a series.
+const DEFAULT_REPEAT_HALF_LIFE_POINTS: f64 = 100.0;
+
+/// Default margin over the remembered peak for a new alert, in score points.
+const DEFAULT_REPEAT_MARGIN: f64 = 10.0;
+
 /// Marks the end of the recency list.
 const NIL: usize = usize::MAX;
 
@@ -43,6 +54,9 @@ const NIL: usize = usize::MAX;
 pub struct SeriesBankValidParams {
     max_series: usize,
     alert_threshold: f64,
+    repeat_half_life_points: f64,
+    repeat_damping: f64,
+    repeat_margin: f64,
     model: RobustBaselineValidParams,
 }
 
@@ -55,6 +69,23 @@ impl SeriesBankValidParams {
     /// Returns the score (0-100) from which a point is an anomaly.
     pub fn alert_threshold(&self) -> f64 {
         self.alert_threshold
+    }
+
+    /// Returns the half-life, in points of a series, of the memory of its highest recent score
+    /// (0: repeats are not damped).
+    pub fn repeat_half_life_points(&self) -> f64 {
+        self.repeat_half_life_points
+    }
+
+    /// Returns the factor applied to a score that does not exceed the remembered peak.
+    pub fn repeat_damping(&self) -> f64 {
+        self.repeat_damping
+    }
+
+    /// Returns by how many score points a point must exceed the remembered peak to count as
+    /// new.
+    pub fn repeat_margin(&self) -> f64 {
+        self.repeat_margin
     }
 
     /// Returns the hyperparameters of every per-series model.
@@ -75,12 +106,16 @@ impl Default for SeriesBankParams {
 }
 
 impl SeriesBankParams {
-    /// Returns the defaults: `max_series` 100000, `alert_threshold` 70, the model defaults of
+    /// Returns the defaults: `max_series` 100000, `alert_threshold` 70,
+    /// `repeat_half_life_points` 100, `repeat_damping` 0, `repeat_margin` 10, the model defaults of
     /// [`RobustBaselineParams::new`] (`warmup_points` 20, `window_points` 64).
     pub fn new() -> Self {
         SeriesBankParams(SeriesBankValidParams {
             max_series: 100_000,
             alert_threshold: 70.0,
+            repeat_half_life_points: DEFAULT_REPEAT_HALF_LIFE_POINTS,
+            repeat_damping: 0.0,
+            repeat_margin: DEFAULT_REPEAT_MARGIN,
             model: RobustBaselineParams::new().0,
         })
     }
@@ -94,6 +129,32 @@ impl SeriesBankParams {
     /// Sets the score (0-100) from which a point past warm-up is an anomaly.
     pub fn alert_threshold(mut self, alert_threshold: f64) -> Self {
         self.0.alert_threshold = alert_threshold;
+        self
+    }
+
+    /// Sets the half-life (>= 0 points of the series) of the memory of the series' highest
+    /// recent score: a point whose score does not exceed that remembered peak by
+    /// `repeat_margin` is a repeat of an episode already reported, and its score is multiplied by
+    /// `repeat_damping` (its explanation still describes the raw deviation). A lasting
+    /// anomaly therefore alerts when it starts and again only when it gets worse, as one alert
+    /// per incident should. 0 disables the damping.
+    pub fn repeat_half_life_points(mut self, repeat_half_life_points: f64) -> Self {
+        self.0.repeat_half_life_points = repeat_half_life_points;
+        self
+    }
+
+    /// Sets the factor (0..=1) applied to the score of a repeat (see
+    /// [`SeriesBankParams::repeat_half_life_points`]); 1 disables the damping.
+    pub fn repeat_damping(mut self, repeat_damping: f64) -> Self {
+        self.0.repeat_damping = repeat_damping;
+        self
+    }
+
+    /// Sets by how many score points (0..=100) a point must exceed the remembered peak to be
+    /// new rather than a repeat (see [`SeriesBankParams::repeat_half_life_points`]); a margin
+    /// keeps a slowly escalating episode (a value stuck ever longer) to one alert.
+    pub fn repeat_margin(mut self, repeat_margin: f64) -> Self {
+        self.0.repeat_margin = repeat_margin;
         self
     }
 
@@ -125,6 +186,17 @@ fn validate(params: &SeriesBankValidParams) -> Result<(), SeriesBankParamsError>
             params.alert_threshold,
         ));
     }
+    if !(params.repeat_half_life_points.is_finite() && params.repeat_half_life_points >= 0.0) {
+        return Err(SeriesBankParamsError::RepeatHalfLife(
+            params.repeat_half_life_points,
+        ));
+    }
+    if !(0.0..=1.0).contains(&params.repeat_damping) {
+        return Err(SeriesBankParamsError::RepeatDamping(params.repeat_damping));
+    }
+    if !(0.0..=100.0).contains(&params.repeat_margin) {
+        return Err(SeriesBankParamsError::RepeatMargin(params.repeat_margin));
+    }
     validate_params(&params.model)?;
     Ok(())
 }
@@ -153,7 +225,9 @@ pub struct ScoredPoint {
     pub is_anomaly: bool,
     /// What was seen against what was expected.
     pub explanation: Explanation,
-    /// Whether the previous point of the same series was an anomaly too.
+    /// Whether this anomaly continues an episode of the same series already reported: an
+    /// earlier point alerted and the remembered peak score (see
+    /// [`SeriesBankParams::repeat_half_life_points`]) is still at the alert threshold.
     pub continuing: bool,
     /// Name of the model that scored the point.
     pub model: &'static str,
@@ -166,7 +240,8 @@ pub struct ScoredPoint {
 struct Slot {
     key: Arc<str>,
     model: RobustBaseline,
-    previous_was_anomaly: bool,
+    /// Highest recent undamped score, decaying with `repeat_half_life_points`.
+    peak_score: f64,
     /// Neighbour updated more recently (`NIL` for the most recent).
     newer: usize,
     /// Neighbour updated less recently (`NIL` for the least recent).
@@ -179,7 +254,11 @@ pub struct SeriesBank {
     params: SeriesBankValidParams,
     /// z at which a deviation reaches the alert threshold: half-width of explanation bands.
     band_z: f64,
-    index: HashMap<Arc<str>, usize>,
+    /// Per-point decay of the remembered peak score (0: repeats are not damped).
+    peak_keep: f64,
+    /// Key to slot; foldhash (randomly seeded) rather than SipHash: the lookup is a large share
+    /// of the cost of a point.
+    index: HashMap<Arc<str>, usize, RandomState>,
     slots: Vec<Slot>,
     most_recent: usize,
     least_recent: usize,
@@ -195,10 +274,16 @@ impl SeriesBank {
 
     /// Returns an empty bank.
     pub fn new(params: SeriesBankValidParams) -> Self {
+        let peak_keep = if params.repeat_half_life_points > 0.0 {
+            0.5f64.powf(1.0 / params.repeat_half_life_points)
+        } else {
+            0.0
+        };
         SeriesBank {
             band_z: z_at_score(params.alert_threshold),
+            peak_keep,
             params,
-            index: HashMap::new(),
+            index: HashMap::with_hasher(RandomState::default()),
             slots: Vec::new(),
             most_recent: NIL,
             least_recent: NIL,
@@ -247,9 +332,10 @@ impl SeriesBank {
         let band_z = self.band_z;
         let alert_threshold = self.params.alert_threshold;
         let slot = &mut self.slots[slot_index];
-        let typical_before = slot.model.typical();
         let scored = slot.model.is_warm() && value.is_finite();
-        let (score, explanation) = match slot.model.observe(timestamp_ms, value) {
+        // Only an unscored point needs the level from before it (the median, one lookup).
+        let typical_before = if scored { None } else { slot.model.typical() };
+        let (raw_score, explanation) = match slot.model.observe(timestamp_ms, value) {
             Some(deviation) => (
                 Score::from_deviation(&deviation).value(),
                 Explanation::from_deviation(VALUE_FEATURE, &deviation, band_z),
@@ -259,9 +345,15 @@ impl SeriesBank {
                 Explanation::unscored(VALUE_FEATURE, value, typical_before.unwrap_or(value)),
             ),
         };
+        let peak = slot.peak_score;
+        let score = if raw_score > peak + self.params.repeat_margin || self.peak_keep == 0.0 {
+            raw_score
+        } else {
+            raw_score * self.params.repeat_damping
+        };
+        slot.peak_score = (peak * self.peak_keep).max(raw_score);
         let is_anomaly = scored && score >= alert_threshold;
-        let continuing = is_anomaly && slot.previous_was_anomaly;
-        slot.previous_was_anomaly = is_anomaly;
+        let continuing = is_anomaly && peak >= alert_threshold;
         ScoredPoint {
             score,
             is_anomaly,
@@ -284,7 +376,7 @@ impl SeriesBank {
             self.slots.push(Slot {
                 key: Arc::clone(&key),
                 model: RobustBaseline::new(self.params.model.clone()),
-                previous_was_anomaly: false,
+                peak_score: 0.0,
                 newer: NIL,
                 older: NIL,
             });
@@ -297,7 +389,7 @@ impl SeriesBank {
         let slot = &mut self.slots[slot_index];
         let evicted = std::mem::replace(&mut slot.key, Arc::clone(&key));
         slot.model.reset();
-        slot.previous_was_anomaly = false;
+        slot.peak_score = 0.0;
         self.key_bytes -= evicted.len();
         self.index.remove(&evicted);
         self.index.insert(key, slot_index);

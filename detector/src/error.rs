@@ -17,6 +17,15 @@ pub enum SeriesBankParamsError {
     /// `alert_threshold` must be a finite number in 0..=100.
     #[error("alert_threshold must be a finite number in 0..=100, got {0}")]
     AlertThreshold(f64),
+    /// `repeat_half_life_points` must be a finite number >= 0.
+    #[error("repeat_half_life_points must be a finite number >= 0, got {0}")]
+    RepeatHalfLife(f64),
+    /// `repeat_damping` must be a number in 0..=1.
+    #[error("repeat_damping must be a number in 0..=1, got {0}")]
+    RepeatDamping(f64),
+    /// `repeat_margin` must be a number in 0..=100.
+    #[error("repeat_margin must be a number in 0..=100, got {0}")]
+    RepeatMargin(f64),
     /// The per-series model parameters are invalid.
     #[error("model: {0}")]
     Model(#[from] RobustBaselineParamsError),

@@ -42,6 +42,10 @@ impl Score {
     pub fn from_z(z: f64) -> Score {
         // f64::max ignores a NaN operand, so a NaN z gives an excess of 0.
         let excess = (z.abs() - Z_FLOOR).max(0.0);
+        // Most points are normal: skip the exponential.
+        if excess == 0.0 {
+            return Score::ZERO;
+        }
         let score = 100.0 * (1.0 - (-excess / Z_SCALE).exp());
         Score(score.clamp(0.0, 100.0))
     }

@@ -27,7 +27,16 @@ async fn state_with_data(dir: &std::path::Path) -> AppState {
 async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
     let mut registry = Registry::default();
     let telemetry = AppTelemetry::register(&mut registry);
-    let writer = StoreWriter::open(dir, 8, Duration::from_secs(86_400), telemetry).unwrap();
+    let writer = StoreWriter::open(
+        dir,
+        crate::sink::local::StoreLimits {
+            max_batches_per_transaction: 8,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_millis(1),
+        },
+        telemetry,
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let thread = writer.spawn(rx);
     let key = series_key("svc/a", "span.count", &[]);

@@ -1,6 +1,23 @@
-//! Synthetic probes: inject test events end to end through a pipeline and measure latency, loss
-//! and duplicates stage by stage.
-//!
-//! This crate is reserved in the workspace layout; its probes arrive with their own issue and
-//! nothing here is used by the app yet.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod inject;
+pub mod observe;
+pub mod probe;
+pub mod result;
+pub mod schedule;
+pub mod telemetry;
+pub mod template;
+pub mod trace;
+
+pub use crate::config::{ProbeConfig, SyntheticConfig, ValidProbeConfig, ValidSyntheticConfig};
+pub use crate::error::{BuildError, ConfigError, InjectError};
+pub use crate::probe::{Prober, RunMode};
+pub use crate::result::{
+    DeadManFinding, ProbeOutput, ProbeResult, ProbeStatus, SequenceTotals, StageLatency,
+};
+pub use crate::telemetry::SyntheticTelemetry;
+pub use crate::trace::{StageSpan, TRACE_ID_PREFIX};

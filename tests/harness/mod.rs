@@ -20,6 +20,7 @@ pub mod pipewarden;
 pub mod process;
 pub mod prometheus;
 pub mod python;
+pub mod relay;
 pub mod tansu;
 pub mod tools;
 

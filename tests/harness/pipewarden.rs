@@ -72,8 +72,10 @@ pub struct StoredPoint {
     pub attributes: Value,
     /// Timestamp, Unix milliseconds.
     pub timestamp_ms: i64,
-    /// Value.
+    /// Value (of the latest point of the stored bucket).
     pub value: f64,
+    /// Points folded into the stored bucket (`store.point_resolution`).
+    pub count: u64,
 }
 
 /// A running `pipewarden run` on its own temporary data dir and free ports.
@@ -412,6 +414,7 @@ impl Pipewarden {
                     attributes: entry["attributes"].clone(),
                     timestamp_ms,
                     value,
+                    count: point["count"].as_u64().unwrap_or(1),
                 });
             }
         }

@@ -10,6 +10,7 @@ mod harness;
 
 mod alerts;
 mod bad_input;
+mod detector;
 mod elasticsearch;
 mod infra;
 mod kafka_lag;
@@ -18,4 +19,5 @@ mod pipeline_alerts;
 mod pipeline_elasticsearch;
 mod pipeline_kafka;
 mod shutdown;
+mod synthetic;
 mod ui;

@@ -56,17 +56,22 @@ bootstrap_servers = "{bootstrap}"
     let ready = pipewarden.get_json("/readyz").await;
     assert_eq!(ready["components"]["kafka"], "ready", "{ready}");
     let stage = query_escape(&format!("kafka/main/{GROUP}"));
-    let series = pipewarden
-        .get_json(&format!(
-            "/api/v1/series?stage={stage}&name=kafka.lag_messages"
-        ))
-        .await;
-    assert!(
-        series["series"]
+    eventually("lag series scored and stored", DEADLINE, || async {
+        let series = pipewarden
+            .get_json(&format!(
+                "/api/v1/series?stage={stage}&name=kafka.lag_messages"
+            ))
+            .await;
+        let stored = series["series"]
             .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["points"].as_u64() > Some(0))),
-        "lag series are scored and stored: {series}"
-    );
+            .is_some_and(|s| s.iter().any(|s| s["points"].as_u64() > Some(0)));
+        if stored {
+            Ok(())
+        } else {
+            Err(series.to_string())
+        }
+    })
+    .await;
     let changes = |body: serde_json::Value| {
         body["changes"]
             .as_array()

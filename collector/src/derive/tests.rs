@@ -532,6 +532,42 @@ async fn stage_cap_drops_and_counts() {
     assert_eq!(close(&mut deriver).stage_windows[0].stage, "c");
 }
 
+#[tokio::test(start_paused = true)]
+async fn whole_records_beyond_the_rate_are_counted_but_not_passed_on() {
+    let config = SignalsConfig {
+        max_log_records_per_second: 3,
+        ..SignalsConfig::default()
+    };
+    let (mut deriver, telemetry) = deriver_with(config);
+    let records = (0..5).map(|i| log(9, &format!("r{i}"))).collect();
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Logs(logs("api", records)),
+    );
+    // Half a second later the bucket holds 1.5 tokens: one more record passes.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let records = (5..8).map(|i| log(17, &format!("r{i}"))).collect();
+    feed(
+        &mut deriver,
+        &telemetry,
+        OtlpRequest::Logs(logs("api", records)),
+    );
+    let batch = close(&mut deriver);
+    let bodies: Vec<&str> = batch.logs.iter().map(|l| l.body.as_str()).collect();
+    assert_eq!(bodies, ["r0", "r1", "r2", "r5"]);
+    assert_eq!(
+        telemetry.dropped_count(Signal::LogRecords, "record_rate"),
+        4
+    );
+    let window = &batch.stage_windows[0];
+    assert_eq!(window.log_records, 8, "every record still counts");
+    assert_eq!(
+        value_of(&batch, "api", "log.count", &[("severity", "ERROR")]),
+        3.0
+    );
+}
+
 #[test]
 fn severity_classes() {
     let cases = [
@@ -603,7 +639,43 @@ async fn run_closes_windows_on_the_wall_clock() {
     assert_eq!(batch.stage_windows[0].window_end_ms, T0 + 10_000);
     assert_eq!(value_of(&batch, "svc", "span.count", &[]), 1.0);
     assert!(Instant::now() >= started + Duration::from_secs(10));
-    // Logs are forwarded as soon as the queue is empty.
+    // Logs wait at most the linger (200 ms by default) for more to fill the batch.
+    let sent = Instant::now();
+    for body in ["x", "y"] {
+        tx.send(admitted(
+            OtlpRequest::Logs(logs("svc", vec![log(9, body)])),
+            &telemetry,
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let batch = batches.recv().await.unwrap();
+    assert_eq!(batch.logs.len(), 2, "both requests in one batch");
+    assert_eq!(Instant::now() - sent, Duration::from_millis(200));
+    assert!(batch.stage_windows.is_empty());
+    stop.cancel();
+    task.await.unwrap();
+    let last = batches.recv().await.unwrap();
+    assert_eq!(last.stage_windows[0].log_records, 2);
+    assert!(
+        batches.recv().await.is_none(),
+        "output closes when the deriver returns"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_linger_each_request_goes_on_at_once() {
+    let config = SignalsConfig {
+        batch_linger: Duration::ZERO,
+        ..SignalsConfig::default()
+    };
+    let (deriver, telemetry) = deriver_with(config);
+    let (tx, rx) = mpsc::channel(8);
+    let (output, mut batches) = mpsc::channel(8);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(deriver.run(rx, output, stop.clone()));
+    let sent = Instant::now();
     tx.send(admitted(
         OtlpRequest::Logs(logs("svc", vec![log(9, "x")])),
         &telemetry,
@@ -612,15 +684,9 @@ async fn run_closes_windows_on_the_wall_clock() {
     .unwrap();
     let batch = batches.recv().await.unwrap();
     assert_eq!(batch.logs.len(), 1);
-    assert!(batch.stage_windows.is_empty());
+    assert_eq!(Instant::now(), sent);
     stop.cancel();
     task.await.unwrap();
-    let last = batches.recv().await.unwrap();
-    assert_eq!(last.stage_windows[0].log_records, 1);
-    assert!(
-        batches.recv().await.is_none(),
-        "output closes when the deriver returns"
-    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -121,13 +121,61 @@ fn level_shift_alerts_then_adapts() {
         .collect();
     let points = observe_all(&mut bank, "shift", &values);
     assert!(points[200].is_anomaly);
+    assert!(!points[200].continuing);
     assert_eq!(points[200].explanation.direction, Direction::Up);
-    assert!(points[201].continuing);
+    // The shift is one episode: later alerts of it (if it gets worse) are continuing ones.
+    let episode: Vec<&ScoredPoint> = points[201..200 + window]
+        .iter()
+        .filter(|point| point.is_anomaly)
+        .collect();
+    assert!(episode.len() <= 3, "{}", episode.len());
+    assert!(episode.iter().all(|point| point.continuing));
     let late_anomalies = points[200 + window..]
         .iter()
         .filter(|point| point.is_anomaly)
         .count();
     assert_eq!(late_anomalies, 0);
+}
+
+#[test]
+fn repeats_of_an_episode_are_damped_unless_they_get_worse() {
+    let mut values: Vec<f64> = gaussian_noise(17, 2000)
+        .iter()
+        .map(|x| 100.0 + 2.0 * x)
+        .collect();
+    // Three spikes in a row, the last one the highest, then a lone spike much later.
+    values[300] = 118.0;
+    values[301] = 117.0;
+    values[302] = 400.0;
+    values[1500] = 150.0;
+    let mut damped = bank();
+    let points = observe_all(&mut damped, "s", &values);
+    let alerts = |points: &[ScoredPoint]| -> Vec<usize> {
+        (0..points.len())
+            .filter(|&i| points[i].is_anomaly)
+            .collect()
+    };
+    // The default margin: 400 is not 10 score points above the first spike's near-100 score.
+    assert_eq!(alerts(&points), vec![300, 1500]);
+    assert!(!points[300].continuing && !points[1500].continuing);
+    assert_eq!(points[301].score, 0.0);
+    assert_eq!(points[302].score, 0.0);
+
+    // Without a margin the worse third spike is news again, and continues the episode.
+    let params = SeriesBank::params().repeat_margin(0.0);
+    let mut no_margin = SeriesBank::new(params.check().unwrap());
+    let points = observe_all(&mut no_margin, "s", &values);
+    assert_eq!(alerts(&points), vec![300, 302, 1500]);
+    assert!(points[302].continuing);
+    assert_eq!(points[301].score, 0.0);
+
+    // Without damping every point of the burst alerts and the scores are the raw ones.
+    let params = SeriesBank::params().repeat_half_life_points(0.0);
+    let mut undamped = SeriesBank::new(params.check().unwrap());
+    let raw = observe_all(&mut undamped, "s", &values);
+    assert!(raw[301].is_anomaly && raw[301].continuing);
+    assert_eq!(raw[300].score, points[300].score);
+    assert!(raw[301].score > 0.0);
 }
 
 #[test]
@@ -297,6 +345,36 @@ fn params_reject_each_bad_value() {
         assert!(
             matches!(error, SeriesBankParamsError::AlertThreshold(_)),
             "{threshold}"
+        );
+    }
+    for half_life in [-1.0, f64::INFINITY, f64::NAN] {
+        let error = SeriesBank::params()
+            .repeat_half_life_points(half_life)
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(error, SeriesBankParamsError::RepeatHalfLife(_)),
+            "{half_life}"
+        );
+    }
+    for margin in [-1.0, 101.0, f64::NAN] {
+        let error = SeriesBank::params()
+            .repeat_margin(margin)
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(error, SeriesBankParamsError::RepeatMargin(_)),
+            "{margin}"
+        );
+    }
+    for damping in [-0.1, 1.5, f64::NAN] {
+        let error = SeriesBank::params()
+            .repeat_damping(damping)
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(error, SeriesBankParamsError::RepeatDamping(_)),
+            "{damping}"
         );
     }
     let error = SeriesBank::params().window_points(2).check().unwrap_err();

@@ -12,6 +12,8 @@
 //! - A detection outside every window costs `A_FP` when no window of the file has ended before
 //!   it, and otherwise earns `A_FP * s((i - R') / (W' - 1))` where `R'`, `W'` are the end and width of
 //!   the most recent window that ended before it.
+//! - A window that ends inside probation has no scorable row and counts neither as found nor as
+//!   missed (NAB drops probation rows before it counts windows).
 //! - The corpus total `S` is normalised as `100 * (S - S_null) / (S_perfect - S_null)`, with
 //!   `S_perfect = A_TP * windows` and `S_null = -A_FN * windows`.
 //!
@@ -58,9 +60,9 @@ pub const REWARD_LOW_FN: Profile = Profile {
 /// The three NAB profiles in their usual order.
 pub const PROFILES: [Profile; 3] = [STANDARD, REWARD_LOW_FP, REWARD_LOW_FN];
 
-/// Returns NAB's scaled sigmoid `2 / (1 + exp(5 y)) - 1`, and -1 beyond `y = 3`.
+/// Returns NAB's scaled sigmoid `2 / (1 + exp(5 y)) - 1`, and -1 from `y = 3` on.
 pub fn scaled_sigmoid(y: f64) -> f64 {
-    if y > 3.0 {
+    if y >= 3.0 {
         -1.0
     } else {
         2.0 / (1.0 + (5.0 * y).exp()) - 1.0
@@ -107,18 +109,26 @@ enum RowValue {
     Outside { value: f64 },
 }
 
-/// Rows that may be detections (past probation), with their score and value.
-fn scorable_rows(files: &[ScoredFile], profile: &Profile) -> (Vec<(f64, RowValue)>, usize) {
+/// Rows that may be detections (past probation), with their score and value; the number of
+/// window slots (every window of every file) and of windows that count (those ending after
+/// probation: as in NAB, a window with no scorable row is neither found nor missed).
+fn scorable_rows(files: &[ScoredFile], profile: &Profile) -> (Vec<(f64, RowValue)>, usize, usize) {
     let mut rows = Vec::new();
     let mut window_offset = 0;
+    let mut counted = 0;
     for file in files {
         let probation = probation_rows(file.scores.len());
+        counted += file
+            .windows
+            .iter()
+            .filter(|&&(_, right)| right >= probation)
+            .count();
         for (i, &score) in file.scores.iter().enumerate().skip(probation) {
             rows.push((score, row_value(file, i, window_offset, profile)));
         }
         window_offset += file.windows.len();
     }
-    (rows, window_offset)
+    (rows, window_offset, counted)
 }
 
 fn row_value(file: &ScoredFile, i: usize, window_offset: usize, profile: &Profile) -> RowValue {
@@ -165,8 +175,8 @@ fn normalise(raw: f64, windows: usize, profile: &Profile) -> f64 {
 
 /// Returns the corpus score of a fixed threshold.
 pub fn score_at_threshold(files: &[ScoredFile], profile: &Profile, threshold: f64) -> CorpusScore {
-    let (rows, windows) = scorable_rows(files, profile);
-    let mut best: Vec<Option<f64>> = vec![None; windows];
+    let (rows, slots, windows) = scorable_rows(files, profile);
+    let mut best: Vec<Option<f64>> = vec![None; slots];
     let mut outside = 0.0;
     let mut false_positives = 0;
     for (score, value) in rows {
@@ -200,9 +210,9 @@ pub fn score_at_threshold(files: &[ScoredFile], profile: &Profile, threshold: f6
 /// Returns the threshold with the best corpus score among every distinct score (and "never
 /// fire"), found in one sweep over the rows sorted by decreasing score.
 pub fn optimise_threshold(files: &[ScoredFile], profile: &Profile) -> CorpusScore {
-    let (mut rows, windows) = scorable_rows(files, profile);
+    let (mut rows, slots, windows) = scorable_rows(files, profile);
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut best: Vec<Option<f64>> = vec![None; windows];
+    let mut best: Vec<Option<f64>> = vec![None; slots];
     let null = -profile.false_negative * windows as f64;
     let mut raw = null;
     let (mut true_positives, mut false_positives) = (0, 0);
@@ -271,6 +281,7 @@ mod tests {
         assert_eq!(scaled_sigmoid(0.0), 0.0);
         assert!((scaled_sigmoid(-1.0) - 0.986_614).abs() < 1e-6);
         assert_eq!(scaled_sigmoid(3.5), -1.0);
+        assert_eq!(scaled_sigmoid(3.0), -1.0);
         assert_eq!(probation_rows(4032), 604);
         assert_eq!(probation_rows(22695), 750);
     }
@@ -311,6 +322,23 @@ mod tests {
         assert!(near.raw < -1.0 && near.raw > -1.01, "{}", near.raw);
         let far = score_at_threshold(&[file(2000, vec![(500, 599)], &[1500])], &STANDARD, 0.5);
         assert!((far.raw - (-1.11)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn window_ending_in_probation_counts_neither_way() {
+        // 1000 rows: probation is rows 0..150, so the first window has no scorable row.
+        let files = [file(1000, vec![(10, 50), (500, 599)], &[500])];
+        let score = score_at_threshold(&files, &STANDARD, 0.5);
+        assert_eq!(
+            (
+                score.true_positives,
+                score.false_positives,
+                score.false_negatives
+            ),
+            (1, 0, 0)
+        );
+        assert!((score.normalised - 100.0).abs() < 1e-9);
+        assert!((optimise_threshold(&files, &STANDARD).normalised - 100.0).abs() < 1e-9);
     }
 
     #[test]

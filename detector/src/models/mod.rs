@@ -8,11 +8,13 @@
 //! - [`pca_residual`]: PCA residual (SPE with the Q-statistic) on vectors such as the event
 //!   counts of a log session; the classic baseline of log anomaly detection.
 //! - [`embedding_drift`]: outliers and window drift (MMD, centroid shift) of embedding vectors.
+//! - [`schema_drift`]: new, missing and retyped fields of structured events.
 //! - [`session_workflow`]: log sessions judged against the workflow learnt from earlier ones
 //!   (rare templates, stalls, broken count invariants).
 
 pub mod embedding_drift;
 pub mod pca_residual;
 pub mod robust_baseline;
+pub mod schema_drift;
 pub mod session_workflow;
 pub mod windowed_gaussian;

@@ -291,31 +291,48 @@ impl EsDocument {
         Self::new(kind, id, timestamp_ms, body)
     }
 
-    /// A synthetic probe result; the probe id is the document id.
+    /// A synthetic probe run, shaped like Elastic Synthetics/Heartbeat documents
+    /// (`monitor.id`, `monitor.status` up/down, `monitor.duration.us`, `event.duration` in ns)
+    /// plus pipewarden's own `pipewarden.probe.*` fields from `details`; the run id (a
+    /// deterministic `<probe>-<instance>-<seq>`) is the document id.
     pub fn probe(
-        probe_id: &str,
-        stage: &str,
+        run_id: &str,
+        probe: &str,
+        monitor_type: &str,
         timestamp_ms: i64,
-        success: bool,
-        latency_ms: Option<f64>,
-        message: &str,
+        up: bool,
+        duration_ms: Option<f64>,
+        details: Value,
     ) -> Self {
         let kind = IndexKind::Probe;
+        let duration_us = duration_ms.map(|ms| (ms * 1000.0).round() as i64);
+        let mut probe_fields = json!({ "id": run_id, "success": up, "latency_ms": duration_ms });
+        if let (Value::Object(fields), Value::Object(extra)) = (&mut probe_fields, details) {
+            fields.extend(extra);
+        }
+        let message = probe_fields["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let body = merge(
             base(kind, "event", timestamp_ms),
             json!({
                 "event": {
                     "kind": "event", "module": "pipewarden", "dataset": kind.dataset(),
-                    "outcome": if success { "success" } else { "failure" },
+                    "outcome": if up { "success" } else { "failure" },
+                    "duration": duration_us.map(|us| us * 1000),
                 },
-                "service": {"name": service_of(stage)},
+                "monitor": {
+                    "id": probe, "name": probe, "type": monitor_type,
+                    "status": if up { "up" } else { "down" },
+                    "check_group": run_id,
+                    "duration": {"us": duration_us},
+                },
                 "message": message,
-                "pipewarden": {"stage": stage, "probe": {
-                    "id": probe_id, "success": success, "latency_ms": latency_ms,
-                }},
+                "pipewarden": {"probe": probe_fields},
             }),
         );
-        Self::new(kind, probe_id.to_owned(), timestamp_ms, body)
+        Self::new(kind, run_id.to_owned(), timestamp_ms, body)
     }
 
     /// An alert state change; the id is the hash of the alert id, state and time.

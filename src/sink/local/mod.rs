@@ -7,12 +7,14 @@
 //! dropped the writer commits what it holds, checkpoints and stops: everything sent before is on
 //! disk.
 
+mod probe;
 mod read;
 mod schema;
 mod write;
 
+pub use probe::{ProbeCounts, ProbeStore, ProbeSummary};
 pub use read::{AnomalyRow, PointRow, SeriesRow, StageRow, StageTotals, StoreReader};
-pub use write::{StoreBatch, StoreWriter, now_ms};
+pub use write::{StoreBatch, StoreLimits, StoreWriter, now_ms};
 
 use std::path::{Path, PathBuf};
 

@@ -54,15 +54,23 @@ pub struct SeriesRow {
     pub points: u64,
 }
 
-/// One stored point with its score.
+/// The points of one series in one time bucket (`store.point_resolution`), folded together.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PointRow {
-    /// Unix milliseconds.
+    /// Unix milliseconds of the bucket's latest point.
     pub timestamp_ms: i64,
-    /// Value.
+    /// Value of the bucket's latest point.
     pub value: f64,
-    /// Detector score, 0-100.
+    /// Highest detector score (0-100) in the bucket.
     pub score: f64,
+    /// Smallest value in the bucket.
+    pub min: f64,
+    /// Largest value in the bucket.
+    pub max: f64,
+    /// Mean of the bucket's values.
+    pub mean: f64,
+    /// Number of points folded into the bucket.
+    pub count: u64,
 }
 
 /// Alias kept for the API's naming.
@@ -208,7 +216,8 @@ impl StoreReader {
         self.with_conn(move |c| {
             let mut stmt = c.prepare(
                 "SELECT s.key, s.stage, s.name, s.attributes,
-                        (SELECT COUNT(*) FROM points p WHERE p.series_id = s.id)
+                        (SELECT COALESCE(SUM(p.count), 0) FROM series_points p
+                         WHERE p.series_id = s.id)
                  FROM series s
                  WHERE (?1 IS NULL OR s.stage = ?1) AND (?2 IS NULL OR s.name = ?2)
                  ORDER BY s.key LIMIT ?3",
@@ -242,15 +251,21 @@ impl StoreReader {
     ) -> Result<Vec<PointRow>, StoreError> {
         self.with_conn(move |c| {
             let mut stmt = c.prepare(
-                "SELECT p.ts_ms, p.value, p.score FROM points p JOIN series s ON s.id = p.series_id
+                "SELECT p.ts_ms, p.value, p.score, p.min, p.max, p.sum, p.count
+                 FROM series_points p JOIN series s ON s.id = p.series_id
                  WHERE s.key = ?1 AND p.ts_ms >= ?2 AND p.ts_ms <= ?3
-                 ORDER BY p.ts_ms, p.rowid LIMIT ?4",
+                 ORDER BY p.bucket_ms LIMIT ?4",
             )?;
             stmt.query_map(params![key, from_ms, to_ms, limit as i64], |r| {
+                let count = r.get::<_, i64>(6)?.max(1) as u64;
                 Ok(PointRow {
                     timestamp_ms: r.get(0)?,
                     value: r.get(1)?,
                     score: r.get(2)?,
+                    min: r.get(3)?,
+                    max: r.get(4)?,
+                    mean: r.get::<_, f64>(5)? / count as f64,
+                    count,
                 })
             })?
             .collect()

@@ -14,13 +14,20 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             attributes TEXT NOT NULL
         );
         CREATE INDEX IF NOT EXISTS series_stage ON series (stage, name);
-        CREATE TABLE IF NOT EXISTS points (
+        -- One row per series and time bucket (`store.point_resolution`): every point of the
+        -- bucket is folded into count, sum, min, max, the last value and the highest score.
+        CREATE TABLE IF NOT EXISTS series_points (
             series_id INTEGER NOT NULL,
+            bucket_ms INTEGER NOT NULL,
             ts_ms INTEGER NOT NULL,
             value REAL NOT NULL,
-            score REAL NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS points_series_ts ON points (series_id, ts_ms);
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            sum REAL NOT NULL,
+            count INTEGER NOT NULL,
+            score REAL NOT NULL,
+            PRIMARY KEY (series_id, bucket_ms)
+        ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS stage_windows (
             stage TEXT NOT NULL,
             window_start_ms INTEGER NOT NULL,

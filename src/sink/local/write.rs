@@ -17,6 +17,10 @@ use crate::telemetry::AppTelemetry;
 /// Attempts at one transaction before its batches are dropped (counted).
 const WRITE_ATTEMPTS: u32 = 5;
 
+/// How often the folded series points are written out (and so how stale the API's latest
+/// bucket may be): one upsert per series and bucket each time, whatever the point rate.
+const POINT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What the pipeline hands to the store: derived signals, the score of each point, anomalies.
 #[derive(Debug, Default)]
 pub struct StoreBatch {
@@ -30,12 +34,25 @@ pub struct StoreBatch {
     pub lag: Vec<LagReport>,
 }
 
+/// Limits of the store writer (from `[store]`).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Most batches written in one transaction.
+    pub max_batches_per_transaction: usize,
+    /// Rows older than this are deleted.
+    pub retention: Duration,
+    /// Width of the time buckets series points are folded into.
+    pub point_resolution: Duration,
+}
+
 /// The writer thread and its input queue.
 pub struct StoreWriter {
     conn: Connection,
     path: PathBuf,
     series_ids: HashMap<String, i64>,
     max_batches_per_transaction: usize,
+    /// Series points folded per series and bucket, not yet written.
+    buckets: PointBuckets,
     retention_ms: i64,
     telemetry: AppTelemetry,
 }
@@ -47,16 +64,25 @@ impl StoreWriter {
     /// When the database cannot be opened or migrated.
     pub fn open(
         dir: &std::path::Path,
-        max_batches_per_transaction: usize,
-        retention: Duration,
+        limits: StoreLimits,
         telemetry: AppTelemetry,
     ) -> Result<Self, StoreError> {
+        let StoreLimits {
+            max_batches_per_transaction,
+            retention,
+            point_resolution,
+        } = limits;
         let (conn, path) = open_store(dir)?;
         Ok(Self {
             conn,
             path,
             series_ids: HashMap::new(),
             max_batches_per_transaction,
+            buckets: PointBuckets::new(
+                i64::try_from(point_resolution.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1),
+            ),
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             telemetry,
         })
@@ -76,25 +102,72 @@ impl StoreWriter {
 
     fn run(mut self, mut input: mpsc::Receiver<StoreBatch>) {
         info!(path = %self.path.display(), "store writer started");
+        // Waits for input with a timeout, so folded points are written out while input is idle.
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|err| warn!(error = %err, "store writer waits without a timeout"))
+            .ok();
         let mut pending = Vec::with_capacity(self.max_batches_per_transaction);
         let mut last_retention = 0_i64;
-        while let Some(first) = input.blocking_recv() {
-            pending.push(first);
-            while pending.len() < self.max_batches_per_transaction {
-                match input.try_recv() {
-                    Ok(batch) => pending.push(batch),
-                    Err(_) => break,
+        let mut last_point_flush = now_ms();
+        loop {
+            let first = match &waiter {
+                Some(rt) => {
+                    // The timer is made inside the runtime: `timeout` needs its time driver.
+                    let next =
+                        async { tokio::time::timeout(POINT_FLUSH_INTERVAL, input.recv()).await };
+                    match rt.block_on(next) {
+                        Ok(Some(batch)) => Some(batch),
+                        Ok(None) => break,
+                        Err(_idle) => None,
+                    }
                 }
+                None => match input.blocking_recv() {
+                    Some(batch) => Some(batch),
+                    None => break,
+                },
+            };
+            if let Some(first) = first {
+                pending.push(first);
+                while pending.len() < self.max_batches_per_transaction {
+                    match input.try_recv() {
+                        Ok(batch) => pending.push(batch),
+                        Err(_) => break,
+                    }
+                }
+                self.telemetry.store_queue_depth.set(input.len() as i64);
+                self.write_with_retries(&mut pending);
             }
-            self.telemetry.store_queue_depth.set(input.len() as i64);
-            self.write_with_retries(&mut pending);
             let now = now_ms();
+            if now - last_point_flush >= POINT_FLUSH_INTERVAL.as_millis() as i64 {
+                last_point_flush = now;
+                self.flush_points();
+            }
             if now - last_retention > 3_600_000 {
                 last_retention = now;
                 if let Err(err) = self.apply_retention(now - self.retention_ms) {
                     warn!(error = %err, "store retention failed");
                 }
             }
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            if self.flush_points() {
+                break;
+            }
+        }
+        if !self.buckets.is_empty() {
+            let rows = self.buckets.len();
+            error!(
+                rows,
+                "series points could not be written at shutdown; dropped"
+            );
+            self.telemetry
+                .store_dropped_rows
+                .get_or_create(&crate::telemetry::ReasonLabel {
+                    reason: "store_error".to_owned(),
+                })
+                .inc_by(rows as u64);
         }
         if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             warn!(error = %err, "store checkpoint at shutdown failed");
@@ -146,17 +219,47 @@ impl StoreWriter {
         };
         let tx = self.conn.transaction().map_err(sqlite)?;
         let mut counts = WriteCounts::default();
+        // Folded apart and merged only once committed: a retried transaction never counts a
+        // point twice, and every series id in `self.buckets` is committed.
+        let mut fold = PointBuckets::new(self.buckets.resolution_ms);
         for batch in pending {
-            write_batch(&tx, &mut self.series_ids, batch, &mut counts).map_err(sqlite)?;
+            fold.add(&tx, &mut self.series_ids, batch).map_err(sqlite)?;
+            write_batch(&tx, batch, &mut counts).map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)?;
+        self.buckets.merge(fold);
         counts.report(&self.telemetry);
         Ok(())
     }
 
+    /// Writes the folded series points (one upsert per series and bucket); true when done.
+    /// On failure they stay folded for the next attempt.
+    fn flush_points(&mut self) -> bool {
+        if self.buckets.is_empty() {
+            return true;
+        }
+        let mut counts = WriteCounts::default();
+        let result = self.conn.transaction().and_then(|tx| {
+            self.buckets.write(&tx, &mut counts)?;
+            tx.commit()
+        });
+        match result {
+            Ok(()) => {
+                self.buckets.clear();
+                counts.report(&self.telemetry);
+                true
+            }
+            Err(err) => {
+                self.telemetry.store_write_errors.inc();
+                warn!(error = %err, "store write of series points failed; retried");
+                false
+            }
+        }
+    }
+
     fn apply_retention(&mut self, cutoff_ms: i64) -> rusqlite::Result<()> {
         self.conn
-            .execute("DELETE FROM points WHERE ts_ms < ?1", [cutoff_ms])?;
+            .execute("DELETE FROM series_points WHERE ts_ms < ?1", [cutoff_ms])?;
         self.conn
             .execute("DELETE FROM logs WHERE ts_ms < ?1", [cutoff_ms])?;
         self.conn
@@ -230,22 +333,136 @@ fn series_id(
     Ok(id)
 }
 
+/// The points of one transaction folded per series and time bucket, so the store writes one
+/// row per series and bucket however many points arrive (an upsert merges a bucket that an
+/// earlier transaction already wrote).
+struct PointBuckets {
+    resolution_ms: i64,
+    buckets: HashMap<(i64, i64), Bucket>,
+}
+
+/// Running fold of the points of one bucket.
+struct Bucket {
+    ts_ms: i64,
+    value: f64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: u64,
+    score: f64,
+}
+
+impl PointBuckets {
+    fn new(resolution_ms: i64) -> Self {
+        Self {
+            resolution_ms,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn clear(&mut self) {
+        self.buckets.clear();
+    }
+
+    fn merge(&mut self, other: PointBuckets) {
+        for (key, b) in other.buckets {
+            match self.buckets.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().fold(&b),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(b);
+                }
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        series_ids: &mut HashMap<String, i64>,
+        batch: &StoreBatch,
+    ) -> rusqlite::Result<()> {
+        for (i, point) in batch.signals.points.iter().enumerate() {
+            let id = series_id(tx, series_ids, point)?;
+            let score = batch.scores.get(i).copied().unwrap_or(0.0);
+            let bucket_ms = point.timestamp_ms.div_euclid(self.resolution_ms) * self.resolution_ms;
+            let one = Bucket {
+                ts_ms: point.timestamp_ms,
+                value: point.value,
+                min: point.value,
+                max: point.value,
+                sum: point.value,
+                count: 1,
+                score,
+            };
+            self.buckets
+                .entry((id, bucket_ms))
+                .and_modify(|b| b.fold(&one))
+                .or_insert(one);
+        }
+        Ok(())
+    }
+
+    fn write(&self, tx: &Transaction<'_>, counts: &mut WriteCounts) -> rusqlite::Result<()> {
+        // SET expressions read the row as it was before the update.
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO series_points (series_id, bucket_ms, ts_ms, value, min, max, sum, count,
+             score) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+               ts_ms = MAX(ts_ms, excluded.ts_ms),
+               value = CASE WHEN excluded.ts_ms >= ts_ms THEN excluded.value ELSE value END,
+               min = MIN(min, excluded.min),
+               max = MAX(max, excluded.max),
+               sum = sum + excluded.sum,
+               count = count + excluded.count,
+               score = MAX(score, excluded.score)",
+        )?;
+        for (&(id, bucket_ms), b) in &self.buckets {
+            upsert.execute(params![
+                id,
+                bucket_ms,
+                b.ts_ms,
+                b.value,
+                b.min,
+                b.max,
+                b.sum,
+                b.count as i64,
+                b.score
+            ])?;
+            counts.points += b.count;
+        }
+        Ok(())
+    }
+}
+
+impl Bucket {
+    /// Folds `other` (points of the same series and bucket) into this one.
+    fn fold(&mut self, other: &Bucket) {
+        if other.ts_ms >= self.ts_ms {
+            self.ts_ms = other.ts_ms;
+            self.value = other.value;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+        self.score = self.score.max(other.score);
+    }
+}
+
 fn write_batch(
     tx: &Transaction<'_>,
-    series_ids: &mut HashMap<String, i64>,
     batch: &StoreBatch,
     counts: &mut WriteCounts,
 ) -> rusqlite::Result<()> {
     let signals = &batch.signals;
-    for (i, point) in signals.points.iter().enumerate() {
-        let id = series_id(tx, series_ids, point)?;
-        let score = batch.scores.get(i).copied().unwrap_or(0.0);
-        tx.prepare_cached(
-            "INSERT INTO points (series_id, ts_ms, value, score) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![id, point.timestamp_ms, point.value, score])?;
-        counts.points += 1;
-    }
     for w in &signals.stage_windows {
         let severities = serde_json::to_string(&w.logs_by_severity).unwrap_or_default();
         tx.prepare_cached(
@@ -392,4 +609,106 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use pipewarden_collector::{SeriesPoint, SignalBatch, series_key};
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::sink::local::StoreReader;
+
+    fn batch(points: &[(i64, f64)], score: f64) -> StoreBatch {
+        let key = series_key("svc", "queue.depth", &[]);
+        StoreBatch {
+            signals: SignalBatch {
+                points: points
+                    .iter()
+                    .map(|&(timestamp_ms, value)| SeriesPoint {
+                        key: key.clone(),
+                        stage: "svc".into(),
+                        name: "queue.depth".into(),
+                        attributes: vec![],
+                        timestamp_ms,
+                        value,
+                    })
+                    .collect(),
+                ..SignalBatch::default()
+            },
+            scores: vec![score; points.len()],
+            ..StoreBatch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn points_fold_per_series_and_bucket_across_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let telemetry = AppTelemetry::register(&mut registry);
+        let limits = StoreLimits {
+            max_batches_per_transaction: 1,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_secs(10),
+        };
+        let writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let thread = writer.spawn(rx);
+        let t0 = (now_ms() / 10_000 - 6) * 10_000;
+        // Bucket [t0, t0+10s): 4, 9 in one transaction, then 1 (earlier) and 7 (latest) in
+        // two more; bucket [t0+10s, ...): one point.
+        tx.send(batch(&[(t0 + 1_000, 4.0), (t0 + 3_000, 9.0)], 10.0))
+            .await
+            .unwrap();
+        tx.send(batch(&[(t0 + 500, 1.0)], 80.0)).await.unwrap();
+        tx.send(batch(&[(t0 + 9_999, 7.0), (t0 + 10_000, 2.0)], 5.0))
+            .await
+            .unwrap();
+        drop(tx);
+        thread.join().unwrap();
+
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let key = series_key("svc", "queue.depth", &[]);
+        let rows = reader.points(key, t0, t0 + 60_000, 100).await.unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let first = &rows[0];
+        assert_eq!(first.count, 4);
+        assert_eq!(first.timestamp_ms, t0 + 9_999);
+        assert_eq!(
+            first.value, 7.0,
+            "the latest point's value, whatever the arrival order"
+        );
+        assert_eq!((first.min, first.max), (1.0, 9.0));
+        assert_eq!(first.mean, 21.0 / 4.0);
+        assert_eq!(first.score, 80.0, "the highest score of the bucket");
+        assert_eq!((rows[1].count, rows[1].value), (1, 2.0));
+        let series = reader.series(None, None, 10).await.unwrap();
+        assert_eq!(series[0].points, 5, "every point is counted");
+    }
+
+    #[tokio::test]
+    async fn a_bucket_written_twice_is_merged_by_the_upsert() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, _) = open_store(dir.path()).unwrap();
+        let mut ids = HashMap::new();
+        let t0 = (now_ms() / 10_000 - 6) * 10_000;
+        for points in [[(t0 + 5_000, 3.0)], [(t0 + 2_000, 8.0)]] {
+            let tx = conn.transaction().unwrap();
+            let mut fold = PointBuckets::new(10_000);
+            fold.add(&tx, &mut ids, &batch(&points, 1.0)).unwrap();
+            fold.write(&tx, &mut WriteCounts::default()).unwrap();
+            tx.commit().unwrap();
+        }
+        drop(conn);
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let key = series_key("svc", "queue.depth", &[]);
+        let rows = reader.points(key, t0, t0 + 60_000, 100).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].count, rows[0].min, rows[0].max), (2, 3.0, 8.0));
+        assert_eq!(
+            (rows[0].timestamp_ms, rows[0].value),
+            (t0 + 5_000, 3.0),
+            "the later point stays the bucket's value although it was written first"
+        );
+    }
 }

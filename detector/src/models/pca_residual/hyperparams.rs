@@ -11,6 +11,7 @@ pub struct PcaResidualValidParams {
     pub(crate) max_components: usize,
     pub(crate) critical_z: f64,
     pub(crate) tf_idf: bool,
+    pub(crate) standardise: bool,
 }
 
 impl PcaResidualValidParams {
@@ -27,6 +28,11 @@ impl PcaResidualValidParams {
     /// Returns the standard normal deviate of the Q-statistic's level.
     pub fn critical_z(&self) -> f64 {
         self.critical_z
+    }
+
+    /// Returns whether columns are divided by their training standard deviation.
+    pub fn standardise(&self) -> bool {
+        self.standardise
     }
 
     /// Returns whether columns are weighted by inverse document frequency.
@@ -48,13 +54,16 @@ impl Default for PcaResidualParams {
 
 impl PcaResidualParams {
     /// Returns the defaults of the classic log detector: `variance_fraction` 0.95,
-    /// `max_components` 10, `critical_z` 3.2905 (level 0.0005), `tf_idf` true.
+    /// `max_components` 10, `critical_z` 3.2905 (level 0.0005), `tf_idf` true, `standardise`
+    /// false. For a feature vector in mixed units (a stage's throughput, lag, latency
+    /// percentiles, error ratio), use `tf_idf(false).standardise(true)`.
     pub fn new() -> Self {
         PcaResidualParams(PcaResidualValidParams {
             variance_fraction: 0.95,
             max_components: 10,
             critical_z: 3.2905,
             tf_idf: true,
+            standardise: false,
         })
     }
 
@@ -79,6 +88,14 @@ impl PcaResidualParams {
     /// Sets whether columns are weighted by inverse document frequency.
     pub fn tf_idf(mut self, tf_idf: bool) -> Self {
         self.0.tf_idf = tf_idf;
+        self
+    }
+
+    /// Sets whether columns are divided by their standard deviation in the training rows, so
+    /// features in different units weigh alike and a residual is in standard deviations of its
+    /// feature (a column constant in training gets a tiny floor: any change of it stands out).
+    pub fn standardise(mut self, standardise: bool) -> Self {
+        self.0.standardise = standardise;
         self
     }
 }

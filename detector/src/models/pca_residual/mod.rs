@@ -9,6 +9,14 @@
 //! The rest is the residual subspace. Predict: the squared prediction error (SPE) of a row is
 //! the squared length of its residual; the Jackson-Mudholkar Q-statistic gives the SPE above
 //! which a row is anomalous at the level whose standard normal deviate is `critical_z`.
+//! [`PcaResidual::assess`] adds Hotelling's T² within the kept components (a change along a
+//! kept component, such as a feature that varies on its own, leaves the SPE alone) with a
+//! chi-square threshold at the same level, and names the feature that contributed most.
+//!
+//! Per-stage use (issue 4, multivariate): rows are windows of a stage's features (throughput,
+//! lag, latency percentiles, error ratio) with `tf_idf(false).standardise(true)`; the training
+//! path is `fit` on the recent windows (refit in the background as they roll), the prediction
+//! path `assess` on each new window.
 //!
 //! Why not linfa-reduction's `Pca`: its 0.8.1 `explained_variance()` divides by the wrong count,
 //! and its truncated SVD (LOBPCG with a random start) returned components far from the true ones
@@ -20,6 +28,6 @@ mod algorithm;
 mod error;
 mod hyperparams;
 
-pub use algorithm::PcaResidual;
+pub use algorithm::{PcaResidual, RowAssessment};
 pub use error::{PcaResidualError, PcaResidualParamsError};
 pub use hyperparams::{PcaResidualParams, PcaResidualValidParams};

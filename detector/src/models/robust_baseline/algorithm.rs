@@ -7,7 +7,7 @@ use super::error::RobustBaselineError;
 use super::hyperparams::{RobustBaselineParams, RobustBaselineValidParams};
 use super::record::RecordEnvelope;
 use super::season::Season;
-use super::tail::TailHistogram;
+use super::tail::{TailHistogram, gaussian_upper_quantile};
 use super::window::{RobustWindow, WindowStats};
 use crate::score::{Deviation, Score, Z_FLOOR};
 
@@ -17,6 +17,9 @@ const RECORD_MIN_RANGE_SCALES: f64 = 60.0;
 
 /// Points a model absorbs (since its window was last emptied) before records can raise scores.
 const RECORD_MIN_POINTS: u64 = 200;
+
+/// Clip of |z| entering the short-term mean of the sequence score.
+const SEQUENCE_CLIP_Z: f64 = 6.0;
 
 /// Fewest points per period for which a seasonal profile is learnt.
 const MIN_POINTS_PER_SEASON: f64 = 24.0;
@@ -68,6 +71,11 @@ pub struct RobustBaseline {
     run_value_usual: Option<bool>,
     /// Consecutive strong deviations on one side (sign carried), towards a level shift.
     shift_run: i64,
+    /// Short-term EWMA of the calibrated |z| (clipped), and the long-term mean and variance of
+    /// that EWMA (the sequence score's reference).
+    short_abs_z: f64,
+    sequence_mean: f64,
+    sequence_var: f64,
 }
 
 /// What the model expects of the next value.
@@ -84,8 +92,10 @@ impl RobustBaseline {
     /// Name of the model in anomaly records.
     pub const NAME: &'static str = "robust_baseline";
 
-    /// Version of the model in anomaly records; bumped whenever its scores change.
-    pub const VERSION: u32 = 2;
+    /// Version of the model in anomaly records; bumped whenever its scores change (3: the
+    /// series bank damps repeats of an episode, see
+    /// [`SeriesBankParams::repeat_half_life_points`](crate::SeriesBankParams::repeat_half_life_points)).
+    pub const VERSION: u32 = 3;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
     pub fn params() -> RobustBaselineParams {
@@ -113,6 +123,9 @@ impl RobustBaseline {
             longest_run: 0.0,
             run_value_usual: None,
             shift_run: 0,
+            short_abs_z: 0.0,
+            sequence_mean: 0.0,
+            sequence_var: 0.0,
         }
     }
 
@@ -247,6 +260,14 @@ impl RobustBaseline {
         let raw_z = departure / expectation.scale;
         let inflation = self.tail_inflation(raw_z);
         let mut z = raw_z.abs() / inflation;
+        // Before the records (which still lift a value beyond the recent range): capping after
+        // them cost most of the NAB detections.
+        if self.params.recurrence_min_count > 0.0 && z > Z_FLOOR {
+            let (count, probability) = self.tail.survival(raw_z);
+            if count >= self.params.recurrence_min_count {
+                z = z.min(gaussian_upper_quantile(probability.max(f64::MIN_POSITIVE)));
+            }
+        }
         if let Some(records) = &self.records {
             let excess =
                 records.excess(deseasonalised, RECORD_MIN_RANGE_SCALES * expectation.scale);
@@ -255,6 +276,9 @@ impl RobustBaseline {
             }
         }
         z = z.max(self.stuck_z(value, deseasonalised));
+        if self.params.sequence_weight > 0.0 {
+            z = z.max(self.params.sequence_weight * self.sequence_z(raw_z / inflation));
+        }
         let deviation = Deviation {
             actual: value,
             typical: level + expectation.offset,
@@ -304,6 +328,9 @@ impl RobustBaseline {
                     .learn(raw_z, self.tail_keep, self.params.tail_quantile);
             }
             shift_confirmed = self.track_shift(calibrated_z);
+            if self.params.sequence_weight > 0.0 {
+                self.learn_sequence(calibrated_z);
+            }
         }
         if let Some(expectation) = expectation {
             let weight = (1.0 - self.tail_keep).max(1.0 / self.since_window_reset as f64);
@@ -373,6 +400,34 @@ impl RobustBaseline {
         }
     }
 
+    /// Returns the short-term mean of |z| including a point of calibrated z `calibrated_z`,
+    /// clipped so one huge value cannot hold it up for long.
+    fn next_short_abs_z(&self, calibrated_z: f64) -> f64 {
+        let abs_z = calibrated_z.abs().min(SEQUENCE_CLIP_Z);
+        self.short_abs_z + self.params.sequence_alpha * (abs_z - self.short_abs_z)
+    }
+
+    /// Returns how far the short-term mean of |z| with a point of calibrated z `calibrated_z`
+    /// sits above its long-term mean, in long-term standard deviations (0 until the reference
+    /// holds enough points).
+    fn sequence_z(&self, calibrated_z: f64) -> f64 {
+        if self.since_window_reset <= RECORD_MIN_POINTS || self.sequence_var <= 0.0 {
+            return 0.0;
+        }
+        let short = self.next_short_abs_z(calibrated_z);
+        ((short - self.sequence_mean) / self.sequence_var.sqrt()).max(0.0)
+    }
+
+    /// Absorbs a point of calibrated z into the short-term mean and its long-term reference.
+    fn learn_sequence(&mut self, calibrated_z: f64) {
+        let short = self.next_short_abs_z(calibrated_z);
+        self.short_abs_z = short;
+        let weight = (1.0 - self.tail_keep).max(1.0 / self.since_window_reset as f64);
+        let delta = short - self.sequence_mean;
+        self.sequence_mean += weight * delta;
+        self.sequence_var = (1.0 - weight) * (self.sequence_var + weight * delta * delta);
+    }
+
     fn tail_inflation(&self, raw_z: f64) -> f64 {
         if self.params.tail_quantile > 0.0 {
             self.tail.inflation(raw_z)
@@ -439,6 +494,9 @@ impl RobustBaseline {
             self.long_spread = 0.0;
             self.since_window_reset = 0;
             self.shift_run = 0;
+            self.short_abs_z = 0.0;
+            self.sequence_mean = 0.0;
+            self.sequence_var = 0.0;
         }
     }
 }
@@ -572,6 +630,85 @@ mod tests {
         assert!(scores[1] > 90.0);
         assert_eq!(scores[2], 0.0);
         assert_eq!(model.absorbed(), 50);
+    }
+
+    #[test]
+    fn sequence_score_raises_a_variance_change_that_no_single_point_shows() {
+        // Uniform noise (no tails), then the same noise twice as wide.
+        let noise = |i: u64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        let values: Vec<f64> = (0..3200u64)
+            .map(|i| 100.0 + if i < 3000 { 1.0 } else { 2.0 } * noise(i))
+            .collect();
+        let peak_after_change = |weight: f64| {
+            let mut model = RobustBaseline::params()
+                .sequence_weight(weight)
+                .season_period_ms(0)
+                .build()
+                .unwrap();
+            let mut peak: f64 = 0.0;
+            for (i, &value) in values.iter().enumerate() {
+                let deviation = model.observe(i as i64 * 1000, value);
+                if i >= 3000 {
+                    let score = deviation.map_or(0.0, |d| Score::from_deviation(&d).value());
+                    peak = peak.max(score);
+                }
+            }
+            peak
+        };
+        let without = peak_after_change(0.0);
+        let with = peak_after_change(1.0);
+        assert!(with > without + 20.0, "{with} vs {without}");
+    }
+
+    #[test]
+    fn recurrence_cap_quiets_a_spike_the_series_keeps_producing_but_not_a_new_one() {
+        let noise = |i: u64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        // A +40 spike every 400 points (0.25% of points: rarer than the tail quantile), then a
+        // spike five times larger.
+        let values: Vec<f64> = (0..8001u64)
+            .map(|i| {
+                let spike = match i {
+                    8000 => 200.0,
+                    _ if i % 400 == 399 => 40.0,
+                    _ => 0.0,
+                };
+                100.0 + noise(i) + spike
+            })
+            .collect();
+        let spike_scores = |min_count: f64| {
+            // Records off: they lift a spike beyond the decayed high record whatever the cap.
+            let mut model = RobustBaseline::params()
+                .recurrence_min_count(min_count)
+                .record_gain(0.0)
+                .season_period_ms(0)
+                .build()
+                .unwrap();
+            let mut scores = Vec::new();
+            for (i, &value) in values.iter().enumerate() {
+                let deviation = model.observe(i as i64 * 1000, value);
+                if i % 400 == 399 || i == 8000 {
+                    scores.push(deviation.map_or(0.0, |d| Score::from_deviation(&d).value()));
+                }
+            }
+            scores
+        };
+        let plain = spike_scores(0.0);
+        let capped = spike_scores(2.0);
+        // Without the cap the repeats keep scoring high; with it, once the histogram holds two
+        // earlier points as far out (within a bin the points are taken as log-uniform, so a few
+        // more identical spikes), they do not.
+        let repeats = 7..plain.len() - 1;
+        let plain_alerts = plain[repeats.clone()]
+            .iter()
+            .filter(|&&s| s >= 70.0)
+            .count();
+        assert!(plain_alerts >= 5, "{plain:?}");
+        assert!(
+            capped[repeats].iter().all(|&score| score < 20.0),
+            "{capped:?}"
+        );
+        // A spike beyond anything seen keeps its score.
+        assert!(capped[capped.len() - 1] >= 70.0, "{capped:?}");
     }
 
     #[test]

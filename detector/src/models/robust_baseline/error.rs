@@ -48,6 +48,15 @@ pub enum RobustBaselineParamsError {
     /// `record_half_life_points` must be finite and at least 1.
     #[error("record_half_life_points must be finite and at least 1, got {0}")]
     RecordHalfLifePoints(f64),
+    /// `sequence_weight` must be finite and not negative.
+    #[error("sequence_weight must be finite and not negative, got {0}")]
+    SequenceWeight(f64),
+    /// `recurrence_min_count` must be finite and not negative.
+    #[error("recurrence_min_count must be finite and not negative, got {0}")]
+    RecurrenceMinCount(f64),
+    /// `sequence_alpha` must be in (0, 1].
+    #[error("sequence_alpha must be in (0, 1], got {0}")]
+    SequenceAlpha(f64),
     /// `long_spread_floor` must be finite and not negative.
     #[error("long_spread_floor must be finite and not negative, got {0}")]
     LongSpreadFloor(f64),

@@ -4,6 +4,9 @@ use linfa::ParamGuard;
 
 use super::error::RobustBaselineParamsError;
 
+/// Default of `recurrence_min_count`.
+const RECURRENCE_DEFAULT: f64 = 0.0;
+
 /// Checked hyperparameters of [`RobustBaseline`](super::RobustBaseline); obtained from
 /// [`RobustBaselineParams`] through [`ParamGuard::check`].
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +28,9 @@ pub struct RobustBaselineValidParams {
     pub(crate) long_spread_floor: f64,
     pub(crate) record_gain: f64,
     pub(crate) stuck_min_points: usize,
+    pub(crate) sequence_weight: f64,
+    pub(crate) sequence_alpha: f64,
+    pub(crate) recurrence_min_count: f64,
 }
 
 impl RobustBaselineValidParams {
@@ -108,6 +114,22 @@ impl RobustBaselineValidParams {
         self.stuck_min_points
     }
 
+    /// Returns the decayed count of earlier points at least as far out from which a deviation is
+    /// judged by its tail probability (0: never).
+    pub fn recurrence_min_count(&self) -> f64 {
+        self.recurrence_min_count
+    }
+
+    /// Returns the weight of the sequence score (0: unused).
+    pub fn sequence_weight(&self) -> f64 {
+        self.sequence_weight
+    }
+
+    /// Returns the weight of a new point in the short-term mean of |z|.
+    pub fn sequence_alpha(&self) -> f64 {
+        self.sequence_alpha
+    }
+
     /// Returns the z-score added per range of excess beyond the records (0: records unused).
     pub fn record_gain(&self) -> f64 {
         self.record_gain
@@ -157,6 +179,9 @@ impl RobustBaselineParams {
     /// | `record_gain` | 90 | z per records' range of excess beyond the records |
     /// | `record_half_life_points` | 4000 | memory of the high and low records |
     /// | `stuck_min_points` | 24 | shortest run of identical values that can alert |
+    /// | `recurrence_min_count` | RECURRENCE_DEFAULT | earlier points as far out that make a deviation a recurrence |
+    /// | `sequence_weight` | 0 | weight of the sequence score (short-term mean of \|z\|) |
+    /// | `sequence_alpha` | 0.1 | weight of a new point in that short-term mean |
     pub fn new() -> Self {
         RobustBaselineParams(RobustBaselineValidParams {
             window_points: 64,
@@ -176,6 +201,9 @@ impl RobustBaselineParams {
             long_spread_floor: 1.0,
             record_gain: 90.0,
             stuck_min_points: 24,
+            sequence_weight: 0.0,
+            sequence_alpha: 0.1,
+            recurrence_min_count: RECURRENCE_DEFAULT,
         })
     }
 
@@ -288,6 +316,33 @@ impl RobustBaselineParams {
         self
     }
 
+    /// Sets the weight (>= 0) of the sequence score: the short-term mean of the calibrated |z|
+    /// (an EWMA with weight `sequence_alpha`) as a z-score against its own long-term mean and
+    /// spread (the tail histogram's half-life), times this weight. It catches a run of moderate
+    /// deviations (a small level shift, a variance change) that no single point shows. 0
+    /// disables it.
+    pub fn sequence_weight(mut self, sequence_weight: f64) -> Self {
+        self.0.sequence_weight = sequence_weight;
+        self
+    }
+
+    /// Sets the decayed count (>= 0) of earlier points at least as far out on the same side (in
+    /// the tail histogram) from which a deviation is a recurrence: its z is then capped at the
+    /// Gaussian z of the same tail probability (the share of such points in the history), so a
+    /// spike the series has produced before (a daily job, a bursty source) is judged by how
+    /// rare it is for this series rather than by its distance. A deviation further out than
+    /// anything seen keeps its calibrated z. 0 disables the cap.
+    pub fn recurrence_min_count(mut self, recurrence_min_count: f64) -> Self {
+        self.0.recurrence_min_count = recurrence_min_count;
+        self
+    }
+
+    /// Sets the weight (0, 1] of a new point in the short-term mean of the sequence score.
+    pub fn sequence_alpha(mut self, sequence_alpha: f64) -> Self {
+        self.0.sequence_alpha = sequence_alpha;
+        self
+    }
+
     /// Sets the half-life (>= 1 point) with which the high and low records decay towards the
     /// median.
     pub fn record_half_life_points(mut self, record_half_life_points: f64) -> Self {
@@ -366,6 +421,21 @@ pub(crate) fn validate(
     if !(params.record_half_life_points.is_finite() && params.record_half_life_points >= 1.0) {
         return Err(RobustBaselineParamsError::RecordHalfLifePoints(
             params.record_half_life_points,
+        ));
+    }
+    if !(params.sequence_weight.is_finite() && params.sequence_weight >= 0.0) {
+        return Err(RobustBaselineParamsError::SequenceWeight(
+            params.sequence_weight,
+        ));
+    }
+    if !(params.recurrence_min_count.is_finite() && params.recurrence_min_count >= 0.0) {
+        return Err(RobustBaselineParamsError::RecurrenceMinCount(
+            params.recurrence_min_count,
+        ));
+    }
+    if !(params.sequence_alpha > 0.0 && params.sequence_alpha <= 1.0) {
+        return Err(RobustBaselineParamsError::SequenceAlpha(
+            params.sequence_alpha,
         ));
     }
     Ok(())
@@ -573,6 +643,23 @@ mod tests {
                 error,
                 RobustBaselineParamsError::RecordHalfLifePoints(_)
             ));
+        }
+    }
+
+    #[test]
+    fn rejects_sequence_weight_and_alpha() {
+        for weight in [-1.0, f64::INFINITY, f64::NAN] {
+            let params = RobustBaseline::params().sequence_weight(weight);
+            let error = params.check().unwrap_err();
+            assert!(matches!(
+                error,
+                RobustBaselineParamsError::SequenceWeight(_)
+            ));
+        }
+        for alpha in [0.0, 1.5, f64::NAN] {
+            let params = RobustBaseline::params().sequence_alpha(alpha);
+            let error = params.check().unwrap_err();
+            assert!(matches!(error, RobustBaselineParamsError::SequenceAlpha(_)));
         }
     }
 

@@ -20,10 +20,18 @@
 //! 3. **Tail calibration** (`tail.rs`). Series with heavy tails routinely produce large z: z is
 //!    divided by how much heavier than Gaussian the series' own tail is on that side, at level
 //!    `tail_quantile`, so a deviation must be rare *for this series*.
+//!    Optionally (`recurrence_min_count` > 0, off by default), a deviation that at least that
+//!    many earlier points (decayed) reached on the same side is capped at the Gaussian z of its
+//!    empirical tail probability: a recurring spike is judged by how rare it is, not how far.
 //! 4. **Records** (`record.rs`). A value beyond the high or low record of the recent past (half-life
 //!    `record_half_life_points`) by a fraction `e` of the records' range (at least 60 scales)
 //!    scores at least `z = 3 + record_gain * e`, however ordinary its z: going where the series
 //!    has never been is news (Numenta's "spatial anomaly").
+//! 5. **Sequence score** (off by default: `sequence_weight` 0). The short-term mean of the
+//!    calibrated |z| (an EWMA with weight `sequence_alpha`, |z| clipped at 6) is compared with its
+//!    own long-term mean and spread; `sequence_weight` times that z-score is a floor of z. It
+//!    catches a run of moderate deviations that no single point shows (a variance change, a small
+//!    level shift). On the NAB corpus it added more false positives than detections, hence off.
 //!
 //! The resulting z is normalised to 0-100 by [`crate::score`] (z = 3 scores 0, z = 6 about 71).
 //!
@@ -35,9 +43,10 @@
 //! (again after the season is switched on or off, which restarts the window) the model does not
 //! score.
 //!
-//! Cost: O(1) per point except one pass over the window for the mean absolute deviation and a
-//! move of the sorted values between the oldest and the newest; about 3.4 KB per series with the
-//! defaults (the seasonal profile is 5 bytes per bin).
+//! Cost: O(1) per point except two binary searches in the sorted window and a move of the sorted
+//! values between the oldest and the newest (the mean absolute deviation comes from running sums
+//! of the window's halves); about 3.5 KB per series with the defaults (the seasonal profile is 5
+//! bytes per bin).
 
 mod algorithm;
 mod error;

@@ -93,6 +93,28 @@ impl TailHistogram {
         1.0
     }
 
+    /// Returns how many earlier points (decayed) lay at least as far out as `z` on its side, and
+    /// their share of every point: the series' own tail probability of `z`. Within a bin the
+    /// points are taken as spread log-uniformly; |z| below the first bin edge returns the total.
+    pub(crate) fn survival(&self, z: f64) -> (f64, f64) {
+        if self.total <= 0.0 || z.is_nan() {
+            return (0.0, 0.0);
+        }
+        let abs_z = z.abs();
+        if abs_z < FIRST_EDGE {
+            return (self.total / self.weight, 1.0);
+        }
+        let side = if z >= 0.0 { &self.up } else { &self.down };
+        let bin = bin_of(abs_z);
+        let mut above: f64 = side[bin + 1..].iter().map(|&count| f64::from(count)).sum();
+        if bin + 1 < BINS {
+            let (low, high) = (lower_edge(bin), lower_edge(bin + 1));
+            let share_above = ((high / abs_z).ln() / (high / low).ln()).clamp(0.0, 1.0);
+            above += f64::from(side[bin]) * share_above;
+        }
+        (above / self.weight, (above / self.total).min(1.0))
+    }
+
     /// Counts a raw z-score; `keep` is the decay of the history per point (`0.5^(1 /
     /// half-life)`), `quantile` the calibration level.
     pub(crate) fn learn(&mut self, z: f64, keep: f64, quantile: f64) {
@@ -214,6 +236,24 @@ mod tests {
             tail.learn(if i % 400 == 0 { 2.1 } else { 0.3 }, keep(1e9), 0.005);
         }
         assert_eq!(tail.inflation(1.0), 1.0);
+    }
+
+    #[test]
+    fn survival_counts_earlier_points_at_least_as_far_out() {
+        let mut tail = TailHistogram::new();
+        for i in 0..1000 {
+            tail.learn(if i % 100 == 0 { 20.0 } else { 0.5 }, keep(1e9), 0.005);
+        }
+        let (count, probability) = tail.survival(10.0);
+        assert!((count - 10.0).abs() < 1e-3, "{count}");
+        assert!((probability - 0.01).abs() < 1e-6, "{probability}");
+        assert_eq!(tail.survival(-10.0).0, 0.0);
+        assert!(tail.survival(100.0).0 < 1e-9);
+        let (count, probability) = tail.survival(1.0);
+        assert!(
+            (count - 1000.0).abs() < 1e-2 && probability == 1.0,
+            "{count}"
+        );
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! A bounded window of recent values kept both in arrival order (a ring) and sorted, so that
-//! median and quartiles cost O(1) and the mean absolute deviation one pass, without allocating.
+//! median, quartiles and the mean absolute deviation cost O(1), without allocating.
+//!
+//! The mean absolute deviation around the median of a sorted window is the sum of its upper half
+//! minus the sum of its lower half (halves of `floor(n / 2)` values), divided by `n`: the window
+//! keeps both sums up to date as values come and go, and recomputes them every
+//! `RESUM_EVERY` pushes (or when a value leaving would dominate them) so rounding never builds up.
 
 /// Ratio of the interquartile range to the standard deviation for Gaussian noise.
 const IQR_TO_SIGMA: f64 = 1.349;
@@ -18,7 +23,10 @@ pub(crate) struct WindowStats {
     pub(crate) spread: f64,
 }
 
-/// The last `capacity` values, in arrival order and sorted by `f64::total_cmp`.
+/// Pushes between two exact recomputations of the half sums.
+const RESUM_EVERY: u32 = 1024;
+
+/// The last `capacity` values, in arrival order and sorted (finite values only).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RobustWindow {
     capacity: usize,
@@ -26,6 +34,11 @@ pub(crate) struct RobustWindow {
     /// Index in `ring` of the oldest value once the ring is full.
     ring_next: usize,
     sorted: Vec<f64>,
+    /// Sums of the lowest and of the highest `floor(len / 2)` sorted values.
+    low_sum: f64,
+    high_sum: f64,
+    /// Pushes since the sums were last recomputed.
+    since_resum: u32,
 }
 
 impl RobustWindow {
@@ -35,6 +48,9 @@ impl RobustWindow {
             ring: Vec::with_capacity(capacity),
             ring_next: 0,
             sorted: Vec::with_capacity(capacity),
+            low_sum: 0.0,
+            high_sum: 0.0,
+            since_resum: 0,
         }
     }
 
@@ -42,6 +58,16 @@ impl RobustWindow {
         self.ring.clear();
         self.sorted.clear();
         self.ring_next = 0;
+        self.resum();
+    }
+
+    /// Recomputes the half sums exactly.
+    fn resum(&mut self) {
+        let half = self.sorted.len() / 2;
+        let n = self.sorted.len();
+        self.low_sum = self.sorted[..half].iter().sum();
+        self.high_sum = self.sorted[n - half..].iter().sum();
+        self.since_resum = 0;
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -52,32 +78,66 @@ impl RobustWindow {
     pub(crate) fn push(&mut self, value: f64) {
         if self.ring.len() < self.capacity {
             self.ring.push(value);
-            let position = self
-                .sorted
-                .partition_point(|probe| probe.total_cmp(&value).is_lt());
+            let position = self.sorted.partition_point(|&probe| probe < value);
             self.sorted.insert(position, value);
+            self.resum();
             return;
         }
         let oldest = std::mem::replace(&mut self.ring[self.ring_next], value);
         self.ring_next = (self.ring_next + 1) % self.capacity;
-        let Ok(old) = self
-            .sorted
-            .binary_search_by(|probe| probe.total_cmp(&oldest))
-        else {
+        // Values are finite, so `<` orders them; equal values are interchangeable.
+        let old = self.sorted.partition_point(|&probe| probe < oldest);
+        if self.sorted.get(old) != Some(&oldest) {
             // Unreachable (the sorted copy holds every ring value); rebuild rather than panic.
             self.resort();
             return;
-        };
+        }
         // Replace the oldest value by the new one, moving only the values between them.
-        let new = self
-            .sorted
-            .partition_point(|probe| probe.total_cmp(&value).is_lt());
-        if new <= old {
+        let new = self.sorted.partition_point(|&probe| probe < value);
+        let placed = if new <= old {
             self.sorted.copy_within(new..old, new + 1);
             self.sorted[new] = value;
+            new
         } else {
             self.sorted.copy_within(old + 1..new, old);
             self.sorted[new - 1] = value;
+            new - 1
+        };
+        self.since_resum += 1;
+        self.update_sums(old, oldest, placed, value);
+        // A value leaving that dwarfs those that stay leaves its rounding error behind.
+        let scale = (self.low_sum.abs() + self.high_sum.abs()) / self.sorted.len() as f64;
+        if self.since_resum >= RESUM_EVERY || oldest.abs() > 1024.0 * scale {
+            self.resum();
+        }
+    }
+
+    /// Updates the half sums after `removed` left sorted index `old` (of the array before) and
+    /// `added` took sorted index `placed` (of the array after), the length unchanged.
+    fn update_sums(&mut self, old: usize, removed: f64, placed: usize, added: f64) {
+        let n = self.sorted.len();
+        let half = n / 2;
+        if half == 0 {
+            return;
+        }
+        // Lower half: indices below `half`.
+        match (old < half, placed < half) {
+            (true, true) => self.low_sum += added - removed,
+            // The value just above the lower half slid into it.
+            (true, false) => self.low_sum += self.sorted[half - 1] - removed,
+            // The highest value of the lower half was pushed out of it.
+            (false, true) => self.low_sum += added - self.sorted[half],
+            (false, false) => {}
+        }
+        // Upper half: indices from `n - half`.
+        let start = n - half;
+        match (old >= start, placed >= start) {
+            (true, true) => self.high_sum += added - removed,
+            // The value just below the upper half moved up into it.
+            (true, false) => self.high_sum += self.sorted[start] - removed,
+            // The lowest value of the upper half was pushed out of it.
+            (false, true) => self.high_sum += added - self.sorted[start - 1],
+            (false, false) => {}
         }
     }
 
@@ -85,6 +145,7 @@ impl RobustWindow {
         self.sorted.clear();
         self.sorted.extend_from_slice(&self.ring);
         self.sorted.sort_by(f64::total_cmp);
+        self.resum();
     }
 
     /// Returns the most recent values, newest first (at most `count`).
@@ -116,12 +177,8 @@ impl RobustWindow {
 
     /// Returns whether `value` makes up at least a fifth of the window.
     pub(crate) fn is_usual(&self, value: f64) -> bool {
-        let start = self
-            .sorted
-            .partition_point(|probe| probe.total_cmp(&value).is_lt());
-        let end = self
-            .sorted
-            .partition_point(|probe| probe.total_cmp(&value).is_le());
+        let start = self.sorted.partition_point(|&probe| probe < value);
+        let end = self.sorted.partition_point(|&probe| probe <= value);
         5 * (end - start) >= self.sorted.len().max(1)
     }
 
@@ -136,7 +193,8 @@ impl RobustWindow {
         let n = self.sorted.len();
         // Halves subtracted separately: no overflow.
         let interquartile_range = self.sorted[(3 * n) / 4] / 2.0 - self.sorted[n / 4] / 2.0;
-        let mean_absolute_deviation = sum_of_distances(&self.sorted, median) / n as f64;
+        // Clamped: rounding in the running sums must not make it negative.
+        let mean_absolute_deviation = ((self.high_sum - self.low_sum) / n as f64).max(0.0);
         let spread = (2.0 * interquartile_range / IQR_TO_SIGMA)
             .max(MEAN_ABSOLUTE_DEVIATION_TO_SIGMA * mean_absolute_deviation);
         Some(WindowStats { median, spread })
@@ -149,6 +207,7 @@ impl RobustWindow {
 }
 
 /// Returns the sum of `|x - centre|`, in four lanes so that it vectorises.
+#[cfg(test)]
 fn sum_of_distances(values: &[f64], centre: f64) -> f64 {
     let mut lanes = [0.0; 4];
     let mut chunks = values.chunks_exact(4);
@@ -215,6 +274,35 @@ mod tests {
             let mut expected = window.ring.clone();
             expected.sort_by(f64::total_cmp);
             assert_eq!(window.sorted, expected);
+        }
+    }
+
+    #[test]
+    fn running_half_sums_give_the_mean_absolute_deviation() {
+        for capacity in [4, 7, 64] {
+            let mut window = RobustWindow::new(capacity);
+            let mut state = 987u64;
+            for i in 0..5000 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let uniform = (state >> 11) as f64 / (1u64 << 53) as f64;
+                // Repeated values, negative values and a rare huge one.
+                let value = match i % 97 {
+                    0 => 1e12,
+                    1..=10 => 3.0,
+                    _ => uniform * 200.0 - 100.0,
+                };
+                window.push(value);
+                let n = window.sorted.len();
+                let median = window.median().unwrap();
+                let direct = sum_of_distances(&window.sorted, median) / n as f64;
+                let running = (window.high_sum - window.low_sum) / n as f64;
+                assert!(
+                    (direct - running).abs() <= 1e-9 * direct.max(1.0),
+                    "capacity {capacity}, push {i}: {direct} vs {running}"
+                );
+            }
         }
     }
 
