@@ -34,6 +34,8 @@ pub struct Readiness {
     pub otlp: AtomicBool,
     /// The store writer is running.
     pub store_writer: AtomicBool,
+    /// The synthetic prober (`disabled` without probes).
+    pub probes: Arc<probe::ProbeReadiness>,
 }
 
 /// Addresses the running process actually bound (port 0 in config resolves here).
@@ -126,6 +128,7 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
             elasticsearch: es_input.clone(),
         },
         shutdown.child_token(),
+        Arc::clone(&readiness.probes),
     )
     .await
     .context("starting the synthetic probes")?;

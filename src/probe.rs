@@ -6,9 +6,12 @@
 //! (Heartbeat-shaped documents), and as series to the detector (stage `synthetic`, attribute
 //! `probe`: `probe.up`, `probe.latency_ms`, `probe.losses`, `probe.duplicates`,
 //! `probe.tls_days_left`, and `probe.stage_latency_ms` with attribute `stage`). Also serves `GET /api/v1/probes`,
-//! `/api/v1/probes/results` and `/api/v1/probes/findings`, and runs `pipewarden probe run`.
+//! `/api/v1/probes/results` and `/api/v1/probes/findings`, reports the prober on `/readyz`
+//! ([`ProbeReadiness`]), and runs `pipewarden probe run`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::Router;
@@ -49,6 +52,48 @@ pub struct ProbeSinks {
     pub elasticsearch: Option<SinkInput>,
 }
 
+/// The prober's part of `/readyz`: `disabled` when no probe is configured, `ready` while the
+/// prober runs, `not_ready` once it stopped (shutdown began, or its task ended). A probe that
+/// fails is a finding about the pipeline, not about pipewarden: it does not change readiness.
+#[derive(Debug, Default)]
+pub struct ProbeReadiness {
+    configured: AtomicBool,
+    running: AtomicBool,
+}
+
+impl ProbeReadiness {
+    /// Records that the prober was built and started (`true`) or has stopped (`false`).
+    pub fn set_running(&self, running: bool) {
+        self.configured.store(true, Ordering::Relaxed);
+        self.running.store(running, Ordering::Relaxed);
+    }
+
+    /// Returns `disabled`, `ready` or `not_ready`.
+    pub fn status(&self) -> &'static str {
+        if !self.configured.load(Ordering::Relaxed) {
+            "disabled"
+        } else if self.running.load(Ordering::Relaxed) {
+            "ready"
+        } else {
+            "not_ready"
+        }
+    }
+
+    /// Returns whether the prober keeps the process ready (running, or no probe configured).
+    pub fn is_ready(&self) -> bool {
+        self.status() != "not_ready"
+    }
+}
+
+/// Marks the prober stopped when dropped.
+struct MarkStoppedOnDrop(Arc<ProbeReadiness>);
+
+impl Drop for MarkStoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.set_running(false);
+    }
+}
+
 /// A running prober: the tap to install on the collector and the tasks to await at shutdown.
 pub struct RunningProbes {
     /// Span tap for [`pipewarden_collector::Collector::with_span_tap`].
@@ -58,7 +103,7 @@ pub struct RunningProbes {
 }
 
 /// Builds and starts the probes when any is configured; they stop when `intake_stop` is
-/// cancelled, and the forwarder drains what they produced.
+/// cancelled, and the forwarder drains what they produced. `readiness` follows the prober.
 ///
 /// # Errors
 /// When a probe cannot be built (a Kafka client, the observed topic's metadata).
@@ -67,6 +112,7 @@ pub async fn start(
     registry: &mut Registry,
     sinks: ProbeSinks,
     intake_stop: CancellationToken,
+    readiness: Arc<ProbeReadiness>,
 ) -> anyhow::Result<Option<RunningProbes>> {
     if !config.enabled() {
         return Ok(None);
@@ -76,9 +122,17 @@ pub async fn start(
     let (tap_tx, tap_rx) = mpsc::channel(config.span_queue_capacity);
     let (span_tx, span_rx) = mpsc::channel(config.span_queue_capacity);
     let (output_tx, output_rx) = mpsc::channel(config.result_queue_capacity);
+    readiness.set_running(true);
+    let run_prober = async move {
+        // Dropped when the prober returns, panics or its task is aborted.
+        let _stopped = MarkStoppedOnDrop(readiness);
+        prober
+            .run(RunMode::Schedule, span_rx, output_tx, intake_stop)
+            .await;
+    };
     let tasks = vec![
         tokio::spawn(relay_spans(tap_rx, span_tx)),
-        tokio::spawn(prober.run(RunMode::Schedule, span_rx, output_tx, intake_stop)),
+        tokio::spawn(run_prober),
         tokio::spawn(forward_outputs(output_rx, sinks)),
     ];
     Ok(Some(RunningProbes {
@@ -531,6 +585,23 @@ mod tests {
         let down = result_series(&result(4, ProbeStatus::Timeout));
         assert_eq!(down[0].value, 0.0);
         assert!(down.iter().all(|p| p.name != "probe.latency_ms"));
+    }
+
+    #[test]
+    fn readiness_is_disabled_without_probes_and_follows_the_prober() {
+        let readiness = ProbeReadiness::default();
+        assert_eq!(readiness.status(), "disabled");
+        assert!(readiness.is_ready());
+        readiness.set_running(true);
+        assert_eq!(readiness.status(), "ready");
+        assert!(readiness.is_ready());
+        readiness.set_running(false);
+        assert_eq!(readiness.status(), "not_ready");
+        assert!(!readiness.is_ready());
+        let readiness = Arc::new(ProbeReadiness::default());
+        readiness.set_running(true);
+        drop(MarkStoppedOnDrop(Arc::clone(&readiness)));
+        assert_eq!(readiness.status(), "not_ready");
     }
 
     #[test]

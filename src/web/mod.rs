@@ -87,17 +87,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let alerts = state.alerts.health().status();
     let kafka = state.kafka.as_ref().map(LagHealth::is_healthy);
     let elasticsearch = state.elasticsearch.as_ref().map(HealthHandle::is_ready);
+    // A failing probe is a finding about the pipeline; only a stopped prober counts here.
+    let probes = state.readiness.probes.status();
     let ready = otlp
         && store
         && alerts != "not_ready"
         && kafka.unwrap_or(true)
-        && elasticsearch.unwrap_or(true);
+        && elasticsearch.unwrap_or(true)
+        && state.readiness.probes.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut components = json!({ "otlp": word(otlp), "store": word(store), "alerts": alerts });
+    let mut components = json!({
+        "otlp": word(otlp), "store": word(store), "alerts": alerts, "probes": probes,
+    });
     if let (Some(health), Some(ok)) = (&state.kafka, kafka) {
         components["kafka"] = json!(word(ok));
         components["kafka_clusters"] = health

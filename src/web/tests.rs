@@ -195,6 +195,17 @@ async fn health_ready_and_metrics() {
     assert_eq!(body["components"]["alerts"], "ready");
     let (status, body) = get(&state, "/api/v1/alerting/alerts").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = get(&state, "/readyz").await;
+    assert_eq!(body["components"]["probes"], "disabled");
+    state.readiness.probes.set_running(true);
+    let (status, body) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["components"]["probes"], "ready");
+    state.readiness.probes.set_running(false);
+    let (status, body) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["components"]["probes"], "not_ready");
+    state.readiness.probes.set_running(true);
     state.readiness.otlp.store(false, Ordering::Relaxed);
     let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -141,8 +141,6 @@ pub async fn start(
             id_field,
             poll_interval,
         } => {
-            let client = http_client(probe)?;
-            let (watch_tx, watch_rx) = mpsc::channel(capacity);
             let search = Search::Elasticsearch {
                 url: config.url.trim_end_matches('/').to_owned(),
                 index: config.index.clone(),
@@ -153,44 +151,57 @@ pub async fn start(
                     .clone()
                     .map(|u| (u, config.password.clone())),
             };
-            let task = tokio::spawn(run_poller(
-                client,
+            let poller = Poller {
+                client: http_client(probe)?,
                 search,
-                *poll_interval,
-                watch_rx,
-                tx,
-                stop.clone(),
-            ));
-            Ok(ObserverHandle {
-                observations: rx,
-                watch: Some(watch_tx),
-                stop,
-                task,
-            })
+                poll_interval: *poll_interval,
+            };
+            Ok(poller.spawn(capacity, (tx, rx), stop))
         }
         ValidObserve::Http {
             config,
             poll_interval,
         } => {
-            let client = http_client(probe)?;
-            let (watch_tx, watch_rx) = mpsc::channel(capacity);
-            let search = Search::Http {
-                url: config.url.clone(),
+            let poller = Poller {
+                client: http_client(probe)?,
+                search: Search::Http {
+                    url: config.url.clone(),
+                },
+                poll_interval: *poll_interval,
             };
-            let task = tokio::spawn(run_poller(
-                client,
-                search,
-                *poll_interval,
-                watch_rx,
-                tx,
-                stop.clone(),
-            ));
-            Ok(ObserverHandle {
-                observations: rx,
-                watch: Some(watch_tx),
-                stop,
-                task,
-            })
+            Ok(poller.spawn(capacity, (tx, rx), stop))
+        }
+    }
+}
+
+/// A polling observer (Elasticsearch search or HTTP URL) before it starts.
+struct Poller {
+    client: reqwest::Client,
+    search: Search,
+    poll_interval: Duration,
+}
+
+impl Poller {
+    fn spawn(
+        self,
+        capacity: usize,
+        (tx, rx): (mpsc::Sender<Observation>, mpsc::Receiver<Observation>),
+        stop: CancellationToken,
+    ) -> ObserverHandle {
+        let (watch_tx, watch_rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(run_poller(
+            self.client,
+            self.search,
+            self.poll_interval,
+            watch_rx,
+            tx,
+            stop.clone(),
+        ));
+        ObserverHandle {
+            observations: rx,
+            watch: Some(watch_tx),
+            stop,
+            task,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The web UI in a real browser: headless Chromium loads the page from a running pipewarden, its
-//! scripts call the JSON API, and the rendered DOM shows the stage that was sent over OTLP.
+//! scripts call the JSON API, and the rendered DOM shows the stage that was sent over OTLP and
+//! the synthetic probe that checks a local HTTP server.
 
 use std::process::Command;
 
@@ -71,4 +72,46 @@ async fn ui_renders_stages_from_the_api_in_chromium() {
         "stage row missing from the rendered DOM:\n{dom}"
     );
     assert!(dom.contains(">ready<"), "readiness not rendered:\n{dom}");
+}
+
+#[tokio::test]
+async fn ui_lists_a_synthetic_http_probe_with_its_status_and_readyz_reports_the_prober() {
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { "service healthy" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = format!(
+        "[[synthetic.probes]]\nname = \"ui-web\"\ninterval = \"300ms\"\n\
+         [synthetic.probes.http_check]\nurl = \"http://{addr}/health\"\n\
+         body_matches = \"healthy\"\n"
+    );
+    let pipewarden = Pipewarden::start_with_config(Some(&config), &[]).await;
+    eventually("probe result stored", DEADLINE, || async {
+        let (status, body) = pipewarden.try_get_json("/api/v1/probes").await?;
+        match body["probes"][0]["last"]["status"].as_str() {
+            Some("up") if status == 200 => Ok(()),
+            _ => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    let ready = pipewarden.get_json("/readyz").await;
+    assert_eq!(ready["components"]["probes"], "ready", "{ready}");
+
+    let url = pipewarden.web_url("/");
+    let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
+        .await
+        .unwrap();
+    // Rendered by the page's script from /api/v1/probes.
+    assert!(
+        dom.contains(r#"<tr data-probe="ui-web" data-status="up"><td>ui-web</td>"#),
+        "probe row missing from the rendered DOM:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td colspan="5" class="muted">none</td>"#),
+        "dead-man findings not rendered:\n{dom}"
+    );
+    server.abort();
 }

@@ -18,6 +18,8 @@
 //!   (400 and the like) go to the dead-letter index and the local dead-letter file, counted.
 
 mod config;
+#[cfg(test)]
+mod dashboards_tests;
 mod document;
 mod health;
 pub mod redact;

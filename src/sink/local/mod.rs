@@ -42,6 +42,49 @@ pub enum StoreError {
     Join(String),
 }
 
+/// A connection shared by async callers: each call runs on the blocking pool under a mutex.
+#[derive(Clone)]
+pub struct SharedConnection {
+    conn: std::sync::Arc<std::sync::Mutex<rusqlite::Connection>>,
+    path: PathBuf,
+}
+
+impl SharedConnection {
+    /// Wraps an open connection to the database at `path`.
+    pub fn new(conn: rusqlite::Connection, path: PathBuf) -> Self {
+        Self {
+            conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            path,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    ///
+    /// # Errors
+    /// What `f` returns (naming the database), or a failed blocking task.
+    pub async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = std::sync::Arc::clone(&self.conn);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&guard).map_err(|source| StoreError::Sqlite { path, source })
+        })
+        .await
+        .map_err(|err| StoreError::Join(err.to_string()))?
+    }
+}
+
 /// Database file inside a data directory.
 pub fn database_path(dir: &Path) -> PathBuf {
     dir.join("pipewarden.db")

@@ -1,14 +1,14 @@
 //! Synthetic probe results and dead-man's switch findings in the local store, on a connection of
 //! their own (the database runs in WAL mode; probe writes are few).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use pipewarden_synthetic::{DeadManFinding, ProbeResult};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{StoreError, database_path, open, open_store};
+use super::{SharedConnection, StoreError, database_path, open, open_store};
 
 /// Results kept per retention check: rows older than the store retention are deleted every this
 /// many inserts.
@@ -43,15 +43,14 @@ pub struct ProbeSummary {
 /// Read and write handle of the probe tables; cheap to clone.
 #[derive(Clone)]
 pub struct ProbeStore {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    conn: SharedConnection,
     retention_ms: i64,
     inserts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ProbeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProbeStore({})", self.path.display())
+        write!(f, "ProbeStore({})", self.conn.path().display())
     }
 }
 
@@ -94,8 +93,7 @@ impl ProbeStore {
             source,
         })?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            conn: SharedConnection::new(conn, path),
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             inserts: Arc::default(),
         })
@@ -106,16 +104,7 @@ impl ProbeStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&guard).map_err(|source| StoreError::Sqlite { path, source })
-        })
-        .await
-        .map_err(|err| StoreError::Join(err.to_string()))?
+        self.conn.with_conn(f).await
     }
 
     /// Stores a result (replacing one with the same run id).

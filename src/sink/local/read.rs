@@ -1,14 +1,13 @@
 //! Queries the web API runs against the store, on a connection of their own.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use pipewarden_collector::kafka_lag::LagState;
 use pipewarden_collector::{JobRun, JobStatus, LogRecord, StageWindow};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StoreError, database_path, open, open_store};
+use super::{SharedConnection, StoreError, database_path, open, open_store};
 use crate::anomaly::Anomaly;
 
 /// Totals of one stage over every stored window.
@@ -79,8 +78,7 @@ pub type AnomalyRow = Anomaly;
 /// Read-side handle of the store; cheap to clone.
 #[derive(Clone)]
 pub struct StoreReader {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    conn: SharedConnection,
 }
 
 impl StoreReader {
@@ -94,8 +92,7 @@ impl StoreReader {
         let path = database_path(dir);
         let conn = open(&path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            conn: SharedConnection::new(conn, path),
         })
     }
 
@@ -104,16 +101,7 @@ impl StoreReader {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&guard).map_err(|source| StoreError::Sqlite { path, source })
-        })
-        .await
-        .map_err(|err| StoreError::Join(err.to_string()))?
+        self.conn.with_conn(f).await
     }
 
     /// Returns true when a trivial query answers.
