@@ -8,30 +8,34 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::alert::{AlertEvent, AlertInput, LagVerdictInput};
-use crate::sink::elasticsearch::{EsDocument, SinkInput};
+use crate::sink::elasticsearch::{EsDocument, LagReading, SinkInput};
 use crate::sink::local::StoreBatch;
 
 /// One document per group (its total, no topic) and one per partition.
 fn lag_documents(report: &LagReport) -> Vec<EsDocument> {
     let mut docs = Vec::new();
     for group in &report.groups {
-        docs.push(EsDocument::lag(
-            &group.cluster,
-            &group.group,
-            "",
-            None,
-            group.lag_messages,
-            report.timestamp_ms,
-        ));
+        docs.push(EsDocument::lag(&LagReading {
+            cluster: &group.cluster,
+            group: &group.group,
+            topic: "",
+            partition: None,
+            lag_messages: group.lag_messages,
+            lag_seconds: group.lag_seconds,
+            status: group.status.as_str(),
+            timestamp_ms: report.timestamp_ms,
+        }));
         for p in &group.partitions {
-            docs.push(EsDocument::lag(
-                &group.cluster,
-                &group.group,
-                &p.topic,
-                Some(p.partition),
-                p.lag_messages,
-                report.timestamp_ms,
-            ));
+            docs.push(EsDocument::lag(&LagReading {
+                cluster: &group.cluster,
+                group: &group.group,
+                topic: &p.topic,
+                partition: Some(p.partition),
+                lag_messages: p.lag_messages,
+                lag_seconds: p.lag_seconds,
+                status: p.status.as_str(),
+                timestamp_ms: report.timestamp_ms,
+            }));
         }
     }
     docs

@@ -150,6 +150,27 @@ fn merge(mut into: Value, from: Value) -> Value {
     into
 }
 
+/// One consumer lag reading, as [`EsDocument::lag`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct LagReading<'a> {
+    /// Cluster name from the config.
+    pub cluster: &'a str,
+    /// Consumer group.
+    pub group: &'a str,
+    /// Topic; empty for the group's total.
+    pub topic: &'a str,
+    /// Partition; `None` for the group's total.
+    pub partition: Option<i32>,
+    /// Lag in messages.
+    pub lag_messages: i64,
+    /// Lag in seconds (age of the next message to consume).
+    pub lag_seconds: f64,
+    /// Verdict (`OK`, `WARN`, `STALL`, `STOP`, `REWIND`, ...).
+    pub status: &'a str,
+    /// Time of the reading, Unix milliseconds.
+    pub timestamp_ms: i64,
+}
+
 impl EsDocument {
     /// Builds a document from parts; `id` must be deterministic for the content.
     pub fn new(index_kind: IndexKind, id: String, timestamp_ms: i64, body: Value) -> Self {
@@ -257,14 +278,17 @@ impl EsDocument {
 
     /// A consumer lag reading of one group on one topic partition (`partition` `None` = the
     /// group's total); the id is the hash of cluster, group, topic, partition and time.
-    pub fn lag(
-        cluster: &str,
-        group: &str,
-        topic: &str,
-        partition: Option<i32>,
-        lag_messages: i64,
-        timestamp_ms: i64,
-    ) -> Self {
+    pub fn lag(reading: &LagReading<'_>) -> Self {
+        let LagReading {
+            cluster,
+            group,
+            topic,
+            partition,
+            lag_messages,
+            lag_seconds,
+            status,
+            timestamp_ms,
+        } = *reading;
         let kind = IndexKind::Lag;
         let partition_text = partition.map(|p| p.to_string()).unwrap_or_default();
         let id = content_id(
@@ -285,6 +309,7 @@ impl EsDocument {
                 "pipewarden": {"lag": {
                     "cluster": cluster, "group": group, "topic": topic,
                     "partition": partition, "messages": lag_messages,
+                    "seconds": lag_seconds, "status": status,
                 }},
             }),
         );
@@ -437,6 +462,34 @@ mod tests {
         assert_eq!(doc.body["event"]["dataset"], "pipewarden.anomaly");
         assert_eq!(doc.body["service"]["name"], "svc");
         assert_eq!(doc.body["pipewarden"]["anomaly"]["score"], 91.4);
+    }
+
+    #[test]
+    fn lag_readings_carry_messages_seconds_and_status() {
+        let reading = LagReading {
+            cluster: "main",
+            group: "billing",
+            topic: "orders",
+            partition: Some(3),
+            lag_messages: 42,
+            lag_seconds: 7.5,
+            status: "WARN",
+            timestamp_ms: 1_700_000_000_000,
+        };
+        let doc = EsDocument::lag(&reading);
+        let lag = &doc.body["pipewarden"]["lag"];
+        assert_eq!(lag["messages"], 42);
+        assert_eq!(lag["seconds"], 7.5);
+        assert_eq!(lag["status"], "WARN");
+        assert_eq!(lag["partition"], 3);
+        assert_eq!(doc.id, EsDocument::lag(&reading).id, "deterministic id");
+        let total = EsDocument::lag(&LagReading {
+            topic: "",
+            partition: None,
+            ..reading
+        });
+        assert_ne!(doc.id, total.id);
+        assert!(total.body["pipewarden"]["lag"]["partition"].is_null());
     }
 
     #[test]

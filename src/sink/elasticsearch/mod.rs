@@ -34,7 +34,7 @@ pub use config::{
     AuthConfig, BatchConfig, ConfigError, ElasticsearchConfig, IndexMode, RetryConfig, SpoolConfig,
     ValidElasticsearchConfig, WhenFull,
 };
-pub use document::{EsDocument, IndexKind, content_id, rfc3339_millis};
+pub use document::{EsDocument, IndexKind, LagReading, content_id, rfc3339_millis};
 pub use health::{HealthHandle, HealthState};
 pub use redact::{RedactionConfig, Redactor};
 pub use retry::{SendError, Verdict, classify_status};
