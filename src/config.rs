@@ -27,7 +27,7 @@ const APPROX_POINT_BYTES: u64 = 256;
 
 /// Approximate detector state per series, in bytes (the detector reports the live figure in
 /// `pipewarden_detector_series_state_bytes`).
-const APPROX_SERIES_BYTES: u64 = 4096;
+const APPROX_SERIES_BYTES: u64 = 5120;
 
 /// A configuration problem, naming the key path it is about.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl ConfigError {
 pub struct Config {
     /// Upper bound, in bytes, for the memory the configured queues and caps may hold (OTLP
     /// in-flight bytes + pipeline and store queues). Validation refuses limits that could exceed
-    /// it. Default 512 MiB.
+    /// it. Default 768 MiB.
     pub memory_budget_bytes: u64,
     /// OTLP receivers and signal derivation.
     pub collector: CollectorConfig,
@@ -89,7 +89,7 @@ pub struct SinkConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            memory_budget_bytes: 512 * 1024 * 1024,
+            memory_budget_bytes: 768 * 1024 * 1024,
             collector: CollectorConfig::default(),
             detector: DetectorConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -109,7 +109,7 @@ impl Default for Config {
 pub struct DetectorConfig {
     /// Score (0-100) at or above which a point is stored as an anomaly. Default 70.
     pub alert_threshold: f64,
-    /// Most series scored at once; the least recently updated is evicted past it (about 4 KiB
+    /// Most series scored at once; the least recently updated is evicted past it (about 5 KiB
     /// each). Default 20000.
     pub max_series: usize,
     /// Points a series must see before it is scored. Default 20.

@@ -281,6 +281,8 @@ fn bank_params() -> SeriesBankParams {
                 model
             }
             "recurrence_min_count" => model.recurrence_min_count(number),
+            "context_half_life_periods" => model.context_half_life_periods(number),
+            "context_tolerance_bins" => model.context_tolerance_bins(number as usize),
             "repeat_margin" => {
                 bank = bank.repeat_margin(number);
                 model

@@ -309,9 +309,10 @@ fn memory_per_series_is_reported() {
     bank.observe("svc/ingest|span.count", 0, 1.0);
     let bytes = bank.approx_bytes_per_series();
     let window = bank.hyperparams().model().window_points();
-    let season = bank.hyperparams().model().season_bins() * 5;
+    // Seasonal profile (5 bytes per bin) and time-of-day context (4).
+    let season = bank.hyperparams().model().season_bins() * (5 + 4);
     assert!(bytes > 2 * window * 8 + season, "{bytes}");
-    assert!(bytes < 2 * window * 8 + season + 1024, "{bytes}");
+    assert!(bytes < 2 * window * 8 + season + 1280, "{bytes}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use linfa::{DatasetBase, prelude::*};
 use ndarray::{Array1, ArrayBase, Data, Ix2};
 
+use super::context::PhaseContext;
 use super::error::RobustBaselineError;
 use super::hyperparams::{RobustBaselineParams, RobustBaselineValidParams};
 use super::record::RecordEnvelope;
@@ -53,6 +54,8 @@ pub struct RobustBaseline {
     /// Typical spacing of the points (EWMA of positive timestamp steps), 0 until known.
     interval_ms: f64,
     season: Option<Season>,
+    /// Time-of-day context (`None` when disabled or before the sampling allows it).
+    context: Option<PhaseContext>,
     tail: TailHistogram,
     /// High and low records of the deseasonalised values (`None` when disabled or empty).
     records: Option<RecordEnvelope>,
@@ -81,6 +84,7 @@ pub struct RobustBaseline {
 /// What the model expects of the next value.
 #[derive(Debug, Clone, Copy)]
 struct Expectation {
+    timestamp_ms: i64,
     /// Seasonal offset in force (0 without a season).
     offset: f64,
     stats: WindowStats,
@@ -94,8 +98,10 @@ impl RobustBaseline {
 
     /// Version of the model in anomaly records; bumped whenever its scores change (3: the
     /// series bank damps repeats of an episode, see
-    /// [`SeriesBankParams::repeat_half_life_points`](crate::SeriesBankParams::repeat_half_life_points)).
-    pub const VERSION: u32 = 3;
+    /// [`SeriesBankParams::repeat_half_life_points`](crate::SeriesBankParams::repeat_half_life_points);
+    /// 4: the time-of-day context, see
+    /// [`RobustBaselineParams::context_half_life_periods`]).
+    pub const VERSION: u32 = 4;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
     pub fn params() -> RobustBaselineParams {
@@ -107,6 +113,7 @@ impl RobustBaseline {
         RobustBaseline {
             window: RobustWindow::new(params.window_points),
             season: None,
+            context: None,
             tail_keep: 0.5f64.powf(1.0 / params.tail_half_life_points),
             record_keep: 0.5f64.powf(1.0 / params.record_half_life_points),
             params,
@@ -172,7 +179,9 @@ impl RobustBaseline {
 
     /// Returns the heap bytes held by the model (window and seasonal profile).
     pub fn approx_heap_bytes(&self) -> usize {
-        self.window.heap_bytes() + self.season.as_ref().map_or(0, Season::heap_bytes)
+        self.window.heap_bytes()
+            + self.season.as_ref().map_or(0, Season::heap_bytes)
+            + self.context.as_ref().map_or(0, PhaseContext::heap_bytes)
     }
 
     /// Returns the heap bytes a model with `params` holds once it has a seasonal profile.
@@ -183,7 +192,12 @@ impl RobustBaseline {
         } else {
             0
         };
-        window + season
+        let context = if params.season_period_ms > 0 && params.context_half_life_periods > 0.0 {
+            params.season_bins * size_of::<[u8; 4]>()
+        } else {
+            0
+        };
+        window + season + context
     }
 
     /// Returns the deviation of `value` at `timestamp_ms` from the current state without
@@ -238,6 +252,7 @@ impl RobustBaseline {
             .max(self.params.relative_scale_floor * (stats.median + offset).abs())
             .max(self.params.absolute_scale_floor);
         Some(Expectation {
+            timestamp_ms,
             offset,
             stats,
             scale,
@@ -274,6 +289,14 @@ impl RobustBaseline {
             if excess > 0.0 && self.since_window_reset > RECORD_MIN_POINTS {
                 z = z.max(Z_FLOOR + excess * self.params.record_gain);
             }
+        }
+        // A deviation this series keeps reaching at this time of day is scored relative to
+        // that reach, the record floor included: a daily spike that decays its record between
+        // runs and beats it again is a recurrence too (unlike the tail cap above).
+        if z > Z_FLOOR
+            && let Some(context) = &self.context
+        {
+            z = z.min(context.contextual_z(expectation.timestamp_ms, z.copysign(raw_z), Z_FLOOR));
         }
         z = z.max(self.stuck_z(value, deseasonalised));
         if self.params.sequence_weight > 0.0 {
@@ -328,6 +351,9 @@ impl RobustBaseline {
                     .learn(raw_z, self.tail_keep, self.params.tail_quantile);
             }
             shift_confirmed = self.track_shift(calibrated_z);
+            if let Some(context) = &mut self.context {
+                context.learn(timestamp_ms, calibrated_z, Z_FLOOR);
+            }
             if self.params.sequence_weight > 0.0 {
                 self.learn_sequence(calibrated_z);
             }
@@ -475,6 +501,14 @@ impl RobustBaseline {
             && self.interval_ms > self.params.season_period_ms as f64 / MIN_POINTS_PER_SEASON
         {
             return;
+        }
+        if self.context.is_none() && self.params.context_half_life_periods > 0.0 {
+            self.context = Some(PhaseContext::new(
+                self.params.season_period_ms,
+                self.params.season_bins,
+                self.params.context_tolerance_bins,
+                self.params.context_half_life_periods,
+            ));
         }
         let season = self.season.get_or_insert_with(|| {
             Season::new(self.params.season_period_ms, self.params.season_bins)
@@ -709,6 +743,51 @@ mod tests {
         );
         // A spike beyond anything seen keeps its score.
         assert!(capped[capped.len() - 1] >= 70.0, "{capped:?}");
+    }
+
+    #[test]
+    fn time_of_day_context_quiets_a_daily_spike_arriving_a_few_minutes_off_but_not_a_new_one() {
+        const MINUTE_MS: i64 = 60_000;
+        let noise = |i: i64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        // Five-minute points for ten days; a +30 spike every day around 03:00, up to 10 minutes
+        // early or late; on the last day a +30 spike at 15:00 instead.
+        let jitter = [0, 2, -1, 1, -2, 0, 2, -2, 1];
+        let points_per_day = 288;
+        let spike_at = |day: i64| {
+            if day < 9 {
+                36 + jitter[day as usize]
+            } else {
+                180
+            }
+        };
+        let scores_of_spikes = |half_life: f64| {
+            let mut model = RobustBaseline::params()
+                .context_half_life_periods(half_life)
+                .build()
+                .unwrap();
+            let mut scores = Vec::new();
+            for i in 0..10 * points_per_day {
+                let (day, point) = (i / points_per_day, i % points_per_day);
+                let spike = point == spike_at(day);
+                let value = 100.0 + noise(i) + if spike { 30.0 } else { 0.0 };
+                let deviation = model.observe(i * 5 * MINUTE_MS, value);
+                if spike {
+                    scores.push(deviation.map_or(0.0, |d| Score::from_deviation(&d).value()));
+                }
+            }
+            scores
+        };
+        let plain = scores_of_spikes(0.0);
+        let context = scores_of_spikes(7.0);
+        // Without the context the daily spike keeps alerting; with it, from the third day on
+        // (two earlier runs near that time) it stays well below the alert threshold; the spike
+        // at a new time still alerts.
+        assert!(plain[3..9].iter().all(|&score| score >= 70.0), "{plain:?}");
+        assert!(
+            context[3..9].iter().all(|&score| score < 40.0),
+            "{context:?}"
+        );
+        assert!(context[9] >= 70.0, "{context:?}");
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub enum RobustBaselineParamsError {
     /// `recurrence_min_count` must be finite and not negative.
     #[error("recurrence_min_count must be finite and not negative, got {0}")]
     RecurrenceMinCount(f64),
+    /// `context_half_life_periods` must be 0 or finite and at least 1.
+    #[error("context_half_life_periods must be 0 or finite and at least 1, got {0}")]
+    ContextHalfLifePeriods(f64),
+    /// `context_tolerance_bins` must not exceed half of `season_bins`.
+    #[error("context_tolerance_bins must not exceed half of season_bins, got {0}")]
+    ContextToleranceBins(usize),
     /// `sequence_alpha` must be in (0, 1].
     #[error("sequence_alpha must be in (0, 1], got {0}")]
     SequenceAlpha(f64),

@@ -7,6 +7,12 @@ use super::error::RobustBaselineParamsError;
 /// Default of `recurrence_min_count`.
 const RECURRENCE_DEFAULT: f64 = 0.0;
 
+/// Default of `context_half_life_periods`.
+const CONTEXT_HALF_LIFE_DEFAULT: f64 = 7.0;
+
+/// Default of `context_tolerance_bins`.
+const CONTEXT_TOLERANCE_DEFAULT: usize = 3;
+
 /// Checked hyperparameters of [`RobustBaseline`](super::RobustBaseline); obtained from
 /// [`RobustBaselineParams`] through [`ParamGuard::check`].
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +37,8 @@ pub struct RobustBaselineValidParams {
     pub(crate) sequence_weight: f64,
     pub(crate) sequence_alpha: f64,
     pub(crate) recurrence_min_count: f64,
+    pub(crate) context_half_life_periods: f64,
+    pub(crate) context_tolerance_bins: usize,
 }
 
 impl RobustBaselineValidParams {
@@ -120,6 +128,16 @@ impl RobustBaselineValidParams {
         self.recurrence_min_count
     }
 
+    /// Returns the half-life, in periods, of the time-of-day context (0: no context).
+    pub fn context_half_life_periods(&self) -> f64 {
+        self.context_half_life_periods
+    }
+
+    /// Returns how many phase bins on either side the time-of-day context looks at.
+    pub fn context_tolerance_bins(&self) -> usize {
+        self.context_tolerance_bins
+    }
+
     /// Returns the weight of the sequence score (0: unused).
     pub fn sequence_weight(&self) -> f64 {
         self.sequence_weight
@@ -182,6 +200,8 @@ impl RobustBaselineParams {
     /// | `recurrence_min_count` | RECURRENCE_DEFAULT | earlier points as far out that make a deviation a recurrence |
     /// | `sequence_weight` | 0 | weight of the sequence score (short-term mean of \|z\|) |
     /// | `sequence_alpha` | 0.1 | weight of a new point in that short-term mean |
+    /// | `context_half_life_periods` | CONTEXT_HALF_LIFE_DEFAULT | memory of the time-of-day context, in periods (0: off) |
+    /// | `context_tolerance_bins` | CONTEXT_TOLERANCE_DEFAULT | phase bins either side the context compares with |
     pub fn new() -> Self {
         RobustBaselineParams(RobustBaselineValidParams {
             window_points: 64,
@@ -204,6 +224,8 @@ impl RobustBaselineParams {
             sequence_weight: 0.0,
             sequence_alpha: 0.1,
             recurrence_min_count: RECURRENCE_DEFAULT,
+            context_half_life_periods: CONTEXT_HALF_LIFE_DEFAULT,
+            context_tolerance_bins: CONTEXT_TOLERANCE_DEFAULT,
         })
     }
 
@@ -337,6 +359,27 @@ impl RobustBaselineParams {
         self
     }
 
+    /// Sets the memory (>= 1 period, or 0 to disable) of the time-of-day context: per phase bin
+    /// of the seasonal period (`season_bins` bins of `season_period_ms`), the largest calibrated
+    /// deviation on each side, halving every this many visits of the bin. A deviation the series
+    /// has already reached near this time of day (within `context_tolerance_bins`) is scored
+    /// relative to it (`z' = 3 z / z_context`): a daily job's spike that comes back at about the
+    /// same time, a few minutes early or late, stops alerting, while one much larger than before
+    /// still does. Used whether or not the seasonal profile is on; needs a few points per period.
+    pub fn context_half_life_periods(mut self, context_half_life_periods: f64) -> Self {
+        self.0.context_half_life_periods = context_half_life_periods;
+        self
+    }
+
+    /// Sets how many phase bins (0..=`season_bins` / 2) on either side of a point's own the
+    /// time-of-day context compares it with (see
+    /// [`RobustBaselineParams::context_half_life_periods`]): the tolerated jitter of a recurring
+    /// event, 3 bins = 15 minutes with the defaults.
+    pub fn context_tolerance_bins(mut self, context_tolerance_bins: usize) -> Self {
+        self.0.context_tolerance_bins = context_tolerance_bins;
+        self
+    }
+
     /// Sets the weight (0, 1] of a new point in the short-term mean of the sequence score.
     pub fn sequence_alpha(mut self, sequence_alpha: f64) -> Self {
         self.0.sequence_alpha = sequence_alpha;
@@ -433,6 +476,15 @@ pub(crate) fn validate(
             params.recurrence_min_count,
         ));
     }
+    let half_life = params.context_half_life_periods;
+    if !(half_life.is_finite() && (half_life == 0.0 || half_life >= 1.0)) {
+        return Err(RobustBaselineParamsError::ContextHalfLifePeriods(half_life));
+    }
+    if half_life > 0.0 && params.context_tolerance_bins > params.season_bins / 2 {
+        return Err(RobustBaselineParamsError::ContextToleranceBins(
+            params.context_tolerance_bins,
+        ));
+    }
     if !(params.sequence_alpha > 0.0 && params.sequence_alpha <= 1.0) {
         return Err(RobustBaselineParamsError::SequenceAlpha(
             params.sequence_alpha,
@@ -466,6 +518,45 @@ mod tests {
         let params = RobustBaseline::params().check().unwrap();
         assert_eq!(params.window_points(), 64);
         assert_eq!(params.warmup_points(), 20);
+    }
+
+    #[test]
+    fn rejects_context_half_life_periods() {
+        for half_life in [0.5, -1.0, f64::INFINITY, f64::NAN] {
+            let error = RobustBaseline::params()
+                .context_half_life_periods(half_life)
+                .check()
+                .unwrap_err();
+            assert!(
+                matches!(error, RobustBaselineParamsError::ContextHalfLifePeriods(_)),
+                "{half_life}"
+            );
+        }
+        assert!(
+            RobustBaseline::params()
+                .context_half_life_periods(0.0)
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rejects_context_tolerance_bins_beyond_half_the_bins() {
+        let error = RobustBaseline::params()
+            .season_bins(24)
+            .context_tolerance_bins(13)
+            .check()
+            .unwrap_err();
+        assert_eq!(error, RobustBaselineParamsError::ContextToleranceBins(13));
+        // Without a context the tolerance is not used, so it is not checked.
+        assert!(
+            RobustBaseline::params()
+                .season_bins(24)
+                .context_tolerance_bins(13)
+                .context_half_life_periods(0.0)
+                .check()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -23,6 +23,14 @@
 //!    Optionally (`recurrence_min_count` > 0, off by default), a deviation that at least that
 //!    many earlier points (decayed) reached on the same side is capped at the Gaussian z of its
 //!    empirical tail probability: a recurring spike is judged by how rare it is, not how far.
+//!    **Time-of-day context** (`context.rs`, `context_half_life_periods` 7,
+//!    `context_tolerance_bins` 3; applied after the records of step 4): per phase bin of the
+//!    seasonal period, the two largest calibrated deviations per side (decaying). When the
+//!    series has already gone as far twice near this time of day (within the tolerance, so a
+//!    daily job running a few minutes early or late counts), the deviation's z (a record floor
+//!    included) is scored relative to that reach (`z' = 3 z / reach`): a recurring daily spike
+//!    stops alerting, one twice as large as before still alerts. Independent of whether the
+//!    profile is on.
 //! 4. **Records** (`record.rs`). A value beyond the high or low record of the recent past (half-life
 //!    `record_half_life_points`) by a fraction `e` of the records' range (at least 60 scales)
 //!    scores at least `z = 3 + record_gain * e`, however ordinary its z: going where the series
@@ -45,10 +53,11 @@
 //!
 //! Cost: O(1) per point except two binary searches in the sorted window and a move of the sorted
 //! values between the oldest and the newest (the mean absolute deviation comes from running sums
-//! of the window's halves); about 3.5 KB per series with the defaults (the seasonal profile is 5
-//! bytes per bin).
+//! of the window's halves; the context is read only for points that would score); about 4.8 KB
+//! per series with the defaults (the seasonal profile is 5 bytes per bin, the context 4).
 
 mod algorithm;
+mod context;
 mod error;
 mod hyperparams;
 mod record;
