@@ -41,7 +41,9 @@
 //! `output_batch_max_points` points and as many log records. Every drop is counted in
 //! `pipewarden_collector_dropped_total`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -737,6 +739,11 @@ impl Deriver {
                     value,
                 });
             };
+        if let ([(name, value)], []) = (values, quantiles) {
+            // The common case (a gauge or sum point): the attributes move into the point.
+            emit(self, name, series_attributes, *value);
+            return self.count_point_drops(over_cap, non_finite);
+        }
         for (name, value) in values {
             emit(self, name, series_attributes.clone(), *value);
         }
@@ -748,6 +755,12 @@ impl Deriver {
                 emit(self, name, attributes, quantile.value);
             }
         }
+        self.count_point_drops(over_cap, non_finite);
+    }
+
+    /// Counts a data point dropped (some of its values) for the cardinality cap or a non-finite
+    /// value.
+    fn count_point_drops(&self, over_cap: bool, non_finite: bool) {
         if over_cap {
             self.telemetry
                 .dropped(Signal::MetricPoints, "cardinality", 1);

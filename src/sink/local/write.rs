@@ -1,9 +1,9 @@
 //! The store's single writer.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use pipewarden_collector::SignalBatch;
 use pipewarden_collector::kafka_lag::LagReport;
 use rusqlite::{Connection, Transaction, params};
