@@ -114,6 +114,12 @@ impl LogsService for OtlpGrpc {
     }
 }
 
+/// HTTP/2 flow-control window of each gRPC stream (one export request).
+const GRPC_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// HTTP/2 flow-control window of each gRPC connection.
+const GRPC_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+
 /// Serves the OTLP/gRPC receiver on `listener` until `shutdown` completes, then finishes the
 /// requests in progress.
 pub(crate) async fn serve(
@@ -125,6 +131,11 @@ pub(crate) async fn serve(
     let service = OtlpGrpc::new(intake);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        // HTTP/2's default 64 KiB windows make a client wait for WINDOW_UPDATEs within every
+        // export request of a few hundred KiB; larger windows let a request arrive in one go
+        // (memory stays bounded by the intake's byte budget, which admits decoded requests).
+        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW_BYTES))
         .layer(MapResponseLayer::new(decode_errors_as_invalid_argument))
         .add_service(
             TraceServiceServer::new(service.clone())
