@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::alert::AlertInput;
-use crate::anomaly::Anomaly;
+use crate::anomaly::{Anomaly, SeriesAt};
 use crate::config::DetectorConfig;
 use crate::detect::stages::StageScorer;
 use crate::detect::{LogFeed, Suppressor};
@@ -47,28 +47,19 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
         scores.push(scored.score);
         if scored.is_anomaly {
             let e = &scored.explanation;
-            anomalies.push(Anomaly {
-                id: 0,
+            // Univariate models name their only feature `value`: the series name says more.
+            let feature = if e.feature.is_empty() || e.feature == "value" {
+                point.name.clone()
+            } else {
+                e.feature.clone()
+            };
+            let series = SeriesAt {
+                key: &point.key,
+                stage: &point.stage,
+                name: &point.name,
                 timestamp_ms: point.timestamp_ms,
-                series_key: point.key.clone(),
-                stage: point.stage.clone(),
-                name: point.name.clone(),
-                model: scored.model.to_owned(),
-                model_version: scored.model_version,
-                score: scored.score,
-                actual: e.actual,
-                typical: e.typical,
-                lower: e.lower,
-                upper: e.upper,
-                // Univariate models name their only feature `value`: the series name says more.
-                feature: if e.feature.is_empty() || e.feature == "value" {
-                    point.name.clone()
-                } else {
-                    e.feature.clone()
-                },
-                direction: e.direction.as_str().to_owned(),
-                continuing: scored.continuing,
-            });
+            };
+            anomalies.push(Anomaly::from_scored(series, &scored, feature));
         }
     }
     StoreBatch {

@@ -52,7 +52,7 @@ use pipewarden_detector::templates::{
 use pipewarden_detector::{Deviation, Score, SeriesBank, SeriesBankValidParams, score};
 use serde_json::Value;
 
-use crate::anomaly::Anomaly;
+use crate::anomaly::{Anomaly, SeriesAt};
 use crate::config::DetectorConfig;
 use crate::detect::config::{EmbeddingConfig, LogDetectorConfig};
 
@@ -572,24 +572,17 @@ fn close_rate_window(
         let key = format!("{stage}|log.template_rate|template={index}");
         let scored = rates.observe(&key, end_ms, count);
         if scored.is_anomaly && scored.score >= threshold {
-            let e = &scored.explanation;
-            out.push(Anomaly {
-                id: 0,
+            let series = SeriesAt {
+                key: &key,
+                stage,
+                name: "log.template_rate",
                 timestamp_ms: end_ms,
-                series_key: key,
-                stage: stage.to_owned(),
-                name: "log.template_rate".to_owned(),
-                model: scored.model.to_owned(),
-                model_version: scored.model_version,
-                score: scored.score,
-                actual: e.actual,
-                typical: e.typical,
-                lower: e.lower,
-                upper: e.upper,
-                feature: template.text().to_owned(),
-                direction: e.direction.as_str().to_owned(),
-                continuing: scored.continuing,
-            });
+            };
+            out.push(Anomaly::from_scored(
+                series,
+                &scored,
+                template.text().to_owned(),
+            ));
         }
     }
     st.window_counts.clear();
