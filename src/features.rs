@@ -51,7 +51,7 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
             let feature = if e.feature.is_empty() || e.feature == "value" {
                 point.name.clone()
             } else {
-                e.feature.clone()
+                e.feature.to_string()
             };
             let series = SeriesAt {
                 key: &point.key,

@@ -17,6 +17,9 @@
 //! event counts, Q-statistic threshold), and their ratio. `$PIPEWARDEN_HDFS_MODEL`
 //! (`name=value,...`) overrides workflow parameters for experiments; `--details` lists the rare
 //! templates found; `--errors` prints each misjudged test session (findings, template ids).
+//! `$PIPEWARDEN_HDFS_TRAIN_SHARE` (default 0.5) moves the split for robustness checks.
+//! Also printed: the workflow model's fit and assessment throughput (training sessions, resp.
+//! test sessions, per second of this thread's CPU time; each repeated for at least a second).
 
 // A benchmark binary reports bad input by aborting with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -128,7 +131,12 @@ fn main() {
             });
         }
     }
-    let split = sessions.len() / 2;
+    // The earlier half trains; `$PIPEWARDEN_HDFS_TRAIN_SHARE` (0..1) moves the split to check
+    // that figures do not hinge on it.
+    let train_share: f64 = std::env::var("PIPEWARDEN_HDFS_TRAIN_SHARE")
+        .ok()
+        .map_or(0.5, |share| share.parse().expect("a share in (0, 1)"));
+    let split = ((sessions.len() as f64 * train_share) as usize).clamp(1, sessions.len() - 1);
     let (train, test) = sessions.split_at(split);
     let truth: Vec<bool> = block_names[split..]
         .iter()
@@ -153,6 +161,15 @@ fn main() {
         miner: &miner,
     };
     let workflow: SessionWorkflow = workflow_params.fit(&DatasetBase::new(set, ())).unwrap();
+    let (fits, fit_seconds) = repeat_for_a_second(|| {
+        let refit: SessionWorkflow = workflow_params.fit(&DatasetBase::new(set, ())).unwrap();
+        std::hint::black_box(refit);
+    });
+    let (passes, assess_seconds) = repeat_for_a_second(|| {
+        for session in test {
+            std::hint::black_box(workflow.assess(session, last_ms, &miner));
+        }
+    });
     let mut workflow_counts = Counts::default();
     let mut findings_by_kind: BTreeMap<(&str, bool), usize> = BTreeMap::new();
     let mut rare_templates: BTreeMap<(String, bool), usize> = BTreeMap::new();
@@ -235,10 +252,19 @@ fn main() {
         );
     }
     println!(
-        "pca_residual: {} components, SPE threshold {:.4}; session_workflow: {} invariants",
+        "pca_residual: {} components, SPE threshold {:.4}; session_workflow v{}: {} invariants, \
+         {} workflow states",
         pca.components(),
         pca.threshold(),
-        workflow.invariants().count()
+        SessionWorkflow::VERSION,
+        workflow.invariants().count(),
+        workflow.states()
+    );
+    println!(
+        "session_workflow throughput (CPU time of this thread): fit {:.0} training sessions/s, \
+         assess {:.0} sessions/s",
+        (fits * train.len()) as f64 / fit_seconds,
+        (passes * test.len()) as f64 / assess_seconds
     );
     println!();
     println!(
@@ -275,6 +301,8 @@ fn workflow_params() -> SessionWorkflowParams {
             "invariant_support" => params.invariant_support(number),
             "invariant_hold" => params.invariant_hold(number),
             "min_lag_ms" => params.min_lag_ms(number as i64),
+            "min_state_sessions" => params.min_state_sessions(number as u32),
+            "max_refinement_terms" => params.max_refinement_terms(number as usize),
             _ => panic!("unknown model parameter {name}"),
         };
     }
@@ -350,4 +378,33 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+/// Runs `work` until it has taken at least a second of this thread's CPU time (at least once)
+/// and returns the number of runs and the seconds they took.
+fn repeat_for_a_second(mut work: impl FnMut()) -> (usize, f64) {
+    let start = thread_cpu_seconds();
+    let mut runs = 0;
+    loop {
+        work();
+        runs += 1;
+        let elapsed = thread_cpu_seconds() - start;
+        if elapsed >= 1.0 {
+            return (runs, elapsed);
+        }
+    }
+}
+
+/// Returns the CPU time this thread has run, in seconds (Linux `schedstat`), else the wall
+/// clock.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|nanoseconds| nanoseconds / 1e9)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+        })
 }

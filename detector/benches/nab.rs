@@ -2,7 +2,7 @@
 //! code path) and by NAB's windowed Gaussian baseline in the same run.
 //!
 //! ```text
-//! cargo bench -p pipewarden-detector --bench nab -- [NAB_DIR] [--per-file] [--dump=OUT_DIR]
+//! cargo bench -p pipewarden-detector --bench nab -- [NAB_DIR] [--per-file] [--dump=OUT_DIR] [--no-probe]
 //! ```
 //!
 //! `NAB_DIR` holds `windows.json` and `data/<category>/<name>.csv` (`timestamp,value` rows). It
@@ -15,7 +15,9 @@
 //! run fails if any of them alerted).
 //! `$PIPEWARDEN_NAB_MODEL` (`name=value,...`) overrides model parameters for experiments.
 //! `--per-file` adds a line per file; `--dump=OUT_DIR` writes `timestamp_ms,value,score,...`
-//! (one score column per detector) for every file into `OUT_DIR`.
+//! (one score column per detector) for every file into `OUT_DIR`. A bank throughput probe
+//! follows the quality table (1,000 series, a point per series a minute, CPU time of the thread,
+//! beside the windowed Gaussian); `--no-probe` skips it.
 
 // A benchmark binary reports bad input by aborting with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -158,6 +160,10 @@ fn main() {
         RobustBaseline::VERSION
     );
 
+    if !args.iter().any(|arg| arg == "--no-probe") {
+        throughput_probe();
+    }
+
     println!();
     println!("series without labelled anomalies (points at or above the alert threshold):");
     let mut quiet_series_alerted = Vec::new();
@@ -230,6 +236,81 @@ fn main() {
     );
 }
 
+/// Series of the throughput probe.
+const PROBE_SERIES: usize = 1000;
+/// Points per series in one round of the probe (2 M points in all): a week at one a minute.
+const PROBE_POINTS_PER_SERIES: usize = 2000;
+/// Rounds of the probe; the best is reported (the machine is shared).
+const PROBE_ROUNDS: usize = 5;
+
+/// Bank throughput on a realistic profile: 1,000 series, one point per series every 60 s (so
+/// each series' seasonal profile and time-of-day context are in use), points interleaved
+/// across series as they arrive live; CPU time of this thread, best of a few rounds, beside the
+/// windowed Gaussian (window 64) over the same values.
+fn throughput_probe() {
+    let keys: Vec<String> = (0..PROBE_SERIES)
+        .map(|i| format!("svc/stage-{i}|span.count"))
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let values: Vec<f64> = (0..PROBE_SERIES * PROBE_POINTS_PER_SERIES)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            let minute = (i / PROBE_SERIES) as f64;
+            let spike = if i % 50_021 == 50_020 { 50.0 } else { 0.0 };
+            100.0 + 10.0 * (minute / 1440.0 * std::f64::consts::TAU).sin() + 4.0 * noise + spike
+        })
+        .collect();
+    let points = values.len() as f64;
+    let (mut best_bank, mut best_gaussian) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..PROBE_ROUNDS {
+        let mut bank = SeriesBank::new(SeriesBank::params().check().unwrap());
+        let start = thread_cpu_seconds();
+        let mut alerts = 0usize;
+        for (i, &value) in values.iter().enumerate() {
+            let timestamp_ms = (i / PROBE_SERIES) as i64 * 60_000;
+            let point = bank.observe(&keys[i % PROBE_SERIES], timestamp_ms, value);
+            alerts += usize::from(point.is_anomaly);
+        }
+        best_bank = best_bank.min(thread_cpu_seconds() - start);
+        std::hint::black_box(alerts);
+        let mut gaussians: Vec<WindowedGaussian> = (0..PROBE_SERIES)
+            .map(|_| WindowedGaussian::new(64))
+            .collect();
+        let start = thread_cpu_seconds();
+        for (i, &value) in values.iter().enumerate() {
+            std::hint::black_box(gaussians[i % PROBE_SERIES].observe(value));
+        }
+        best_gaussian = best_gaussian.min(thread_cpu_seconds() - start);
+    }
+    let bank_rate = points / best_bank;
+    let gaussian_rate = points / best_gaussian;
+    println!();
+    println!(
+        "bank throughput probe ({PROBE_SERIES} series, a point per series every 60 s, {} M points, \
+         CPU time of one thread, best of {PROBE_ROUNDS}): {:.2} M points/s; windowed Gaussian \
+         (window 64, one per series) {:.1} M points/s; ratio {:.3}",
+        points / 1e6,
+        bank_rate / 1e6,
+        gaussian_rate / 1e6,
+        bank_rate / gaussian_rate
+    );
+}
+
+/// Returns the CPU time this thread has run, in seconds (the scheduler's nanosecond counter).
+fn thread_cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("the scheduler statistics of this thread are readable");
+    let nanos: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .expect("schedstat starts with the run time in nanoseconds");
+    nanos as f64 * 1e-9
+}
+
 /// Returns `ours / base` when both are positive, else `n/a` (a ratio to a negative score says
 /// nothing).
 fn ratio(ours: f64, base: f64) -> String {
@@ -272,6 +353,7 @@ fn bank_params() -> SeriesBankParams {
             "shift_z" => model.shift_z(number),
             "record_half_life_points" => model.record_half_life_points(number),
             "record_gain" => model.record_gain(number),
+            "record_hold_ms" => model.record_hold_ms(number as i64),
             "stuck_min_points" => model.stuck_min_points(number as usize),
             "long_spread_floor" => model.long_spread_floor(number),
             "sequence_weight" => model.sequence_weight(number),

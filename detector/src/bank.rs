@@ -235,13 +235,20 @@ pub struct ScoredPoint {
     pub model_version: u32,
 }
 
-/// One series: its model and its place in the recency list.
+/// One series: its key and model.
 #[derive(Debug, Clone)]
 struct Slot {
     key: Arc<str>,
     model: RobustBaseline,
     /// Highest recent undamped score, decaying with `repeat_half_life_points`.
     peak_score: f64,
+}
+
+/// A slot's place in the recency list. The links live apart from the slots, in one small
+/// array: moving a series to the front rewrites its neighbours' links, and those neighbours'
+/// (large, cold) slots need not be touched for it.
+#[derive(Debug, Clone, Copy)]
+struct Link {
     /// Neighbour updated more recently (`NIL` for the most recent).
     newer: usize,
     /// Neighbour updated less recently (`NIL` for the least recent).
@@ -256,10 +263,14 @@ pub struct SeriesBank {
     band_z: f64,
     /// Per-point decay of the remembered peak score (0: repeats are not damped).
     peak_keep: f64,
+    /// The models' hyperparameters, one copy shared by every series.
+    model_params: Arc<RobustBaselineValidParams>,
     /// Key to slot; foldhash (randomly seeded) rather than SipHash: the lookup is a large share
     /// of the cost of a point.
     index: HashMap<Arc<str>, usize, RandomState>,
     slots: Vec<Slot>,
+    /// Recency list, one entry per slot (same index).
+    links: Vec<Link>,
     most_recent: usize,
     least_recent: usize,
     evictions: u64,
@@ -282,9 +293,11 @@ impl SeriesBank {
         SeriesBank {
             band_z: z_at_score(params.alert_threshold),
             peak_keep,
+            model_params: Arc::new(params.model.clone()),
             params,
             index: HashMap::with_hasher(RandomState::default()),
             slots: Vec::new(),
+            links: Vec::new(),
             most_recent: NIL,
             least_recent: NIL,
             evictions: 0,
@@ -320,7 +333,7 @@ impl SeriesBank {
         let key_heap = 2 * size_of::<usize>() + self.key_bytes / self.slots.len().max(1);
         // A hash table entry plus one control byte, at its typical 7/8 load.
         let index_entry = (size_of::<(Arc<str>, usize)>() + 1) * 8 / 7;
-        size_of::<Slot>() + model_heap + key_heap + index_entry
+        size_of::<Slot>() + size_of::<Link>() + model_heap + key_heap + index_entry
     }
 
     /// Scores the point `value` of series `key` at `timestamp_ms` against the series' history,
@@ -375,8 +388,10 @@ impl SeriesBank {
             let slot_index = self.slots.len();
             self.slots.push(Slot {
                 key: Arc::clone(&key),
-                model: RobustBaseline::new(self.params.model.clone()),
+                model: RobustBaseline::with_shared_params(Arc::clone(&self.model_params)),
                 peak_score: 0.0,
+            });
+            self.links.push(Link {
                 newer: NIL,
                 older: NIL,
             });
@@ -402,12 +417,12 @@ impl SeriesBank {
         if self.most_recent == slot_index {
             return;
         }
-        let Slot { newer, older, .. } = self.slots[slot_index];
+        let Link { newer, older } = self.links[slot_index];
         if newer != NIL {
-            self.slots[newer].older = older;
+            self.links[newer].older = older;
         }
         if older != NIL {
-            self.slots[older].newer = newer;
+            self.links[older].newer = newer;
         } else if self.least_recent == slot_index {
             self.least_recent = newer;
         }
@@ -417,10 +432,12 @@ impl SeriesBank {
     /// Puts an unlinked slot at the most recent end of the recency list.
     fn link_as_most_recent(&mut self, slot_index: usize) {
         let previous = self.most_recent;
-        self.slots[slot_index].newer = NIL;
-        self.slots[slot_index].older = previous;
+        self.links[slot_index] = Link {
+            newer: NIL,
+            older: previous,
+        };
         if previous != NIL {
-            self.slots[previous].newer = slot_index;
+            self.links[previous].newer = slot_index;
         }
         self.most_recent = slot_index;
         if self.least_recent == NIL {

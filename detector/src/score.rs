@@ -19,6 +19,8 @@
 //! `z`, and [`z_at_score`] gives the inverse used to draw the expected band of an
 //! [`Explanation`].
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// Robust z below which a deviation scores 0.
@@ -137,8 +139,9 @@ impl Direction {
 /// Why a point got its score: what was seen, what was expected, and the expected band.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
-    /// The feature that contributed most (for univariate models: `value`).
-    pub feature: String,
+    /// The feature that contributed most (for univariate models: `value`); borrowed when it is
+    /// a fixed name, so the explanation of an ordinary point costs no allocation.
+    pub feature: Cow<'static, str>,
     /// The observed value.
     pub actual: f64,
     /// The value the model expected.
@@ -155,7 +158,11 @@ impl Explanation {
     /// Returns the explanation of a scored deviation, with the band `typical ± band_z * scale`
     /// (use [`z_at_score`] of the alert threshold). The direction is `None` when the deviation
     /// scores 0.
-    pub fn from_deviation(feature: &str, deviation: &Deviation, band_z: f64) -> Explanation {
+    pub fn from_deviation(
+        feature: impl Into<Cow<'static, str>>,
+        deviation: &Deviation,
+        band_z: f64,
+    ) -> Explanation {
         let half_width = band_z * deviation.scale;
         let direction = if Score::from_deviation(deviation).value() <= 0.0 {
             Direction::None
@@ -167,7 +174,7 @@ impl Explanation {
             Direction::None
         };
         Explanation {
-            feature: feature.to_owned(),
+            feature: feature.into(),
             actual: deviation.actual,
             typical: deviation.typical,
             lower: deviation.typical - half_width,
@@ -178,9 +185,13 @@ impl Explanation {
 
     /// Returns the explanation of a point that was not scored (warm-up or a non-finite value):
     /// the band collapses to `typical`, the direction is `None`.
-    pub fn unscored(feature: &str, actual: f64, typical: f64) -> Explanation {
+    pub fn unscored(
+        feature: impl Into<Cow<'static, str>>,
+        actual: f64,
+        typical: f64,
+    ) -> Explanation {
         Explanation {
-            feature: feature.to_owned(),
+            feature: feature.into(),
             actual,
             typical,
             lower: typical,

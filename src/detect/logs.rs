@@ -661,6 +661,7 @@ fn session_anomaly(
             second,
             first_count,
             second_count,
+            ..
         } => (
             format!("count mismatch: {} / {}", text(*first), text(*second)),
             f64::from(*first_count),
@@ -679,7 +680,7 @@ fn session_anomaly(
         stage: stage.to_owned(),
         name: "log.session".to_owned(),
         model: "session_workflow".to_owned(),
-        model_version: MODEL_VERSION,
+        model_version: SessionWorkflow::VERSION,
         score,
         actual,
         typical,

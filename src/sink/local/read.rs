@@ -272,31 +272,29 @@ impl StoreReader {
     ) -> Result<(Vec<LogRecord>, u64), StoreError> {
         self.with_conn(move |c| {
             let total: i64 = c.query_row(
-                "SELECT COUNT(*) FROM logs WHERE (?1 IS NULL OR stage = ?1)",
+                "SELECT COALESCE(SUM(count), 0) FROM log_chunks WHERE (?1 IS NULL OR stage = ?1)",
                 [&stage],
                 |r| r.get(0),
             )?;
+            // Chunks newest first; each chunk's records are in arrival order.
             let mut stmt = c.prepare(
-                "SELECT stage, ts_ms, severity_number, severity_text, body, attributes, trace_id,
-                        span_id
-                 FROM logs WHERE (?1 IS NULL OR stage = ?1) ORDER BY id DESC LIMIT ?2",
+                "SELECT records FROM log_chunks WHERE (?1 IS NULL OR stage = ?1) ORDER BY id DESC",
             )?;
-            let logs = stmt
-                .query_map(params![stage, limit as i64], |r| {
-                    let attributes: String = r.get(5)?;
-                    Ok(LogRecord {
-                        stage: r.get(0)?,
-                        timestamp_ms: r.get(1)?,
-                        severity_number: r.get(2)?,
-                        severity_text: r.get(3)?,
-                        body: r.get(4)?,
-                        attributes: serde_json::from_str(&attributes)
-                            .unwrap_or(serde_json::Value::Null),
-                        trace_id: r.get(6)?,
-                        span_id: r.get(7)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut rows = stmt.query(params![stage])?;
+            let mut logs = Vec::with_capacity(limit.min(1024));
+            while logs.len() < limit
+                && let Some(row) = rows.next()?
+            {
+                let text: String = row.get(0)?;
+                let chunk: Vec<LogRecord> = serde_json::from_str(&text).map_err(|err| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        Box::new(err),
+                    )
+                })?;
+                logs.extend(chunk.into_iter().rev().take(limit - logs.len()));
+            }
             Ok((logs, total as u64))
         })
         .await

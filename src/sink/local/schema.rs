@@ -42,18 +42,18 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             logs_by_severity TEXT NOT NULL
         );
         CREATE INDEX IF NOT EXISTS stage_windows_stage ON stage_windows (stage, window_end_ms);
-        CREATE TABLE IF NOT EXISTS logs (
+        -- Raw log records in chunks: one row per stage and write transaction, `records` a JSON
+        -- array of the records in arrival order. One insert per chunk instead of one per record
+        -- keeps the store's cost per record small; reads walk the chunks newest first.
+        CREATE TABLE IF NOT EXISTS log_chunks (
             id INTEGER PRIMARY KEY,
             stage TEXT NOT NULL,
-            ts_ms INTEGER NOT NULL,
-            severity_number INTEGER NOT NULL,
-            severity_text TEXT NOT NULL,
-            body TEXT NOT NULL,
-            attributes TEXT NOT NULL,
-            trace_id TEXT NOT NULL,
-            span_id TEXT NOT NULL
+            min_ts_ms INTEGER NOT NULL,
+            max_ts_ms INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            records TEXT NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS logs_stage_ts ON logs (stage, ts_ms);
+        CREATE INDEX IF NOT EXISTS log_chunks_stage ON log_chunks (stage, id);
         CREATE TABLE IF NOT EXISTS job_runs (
             id INTEGER PRIMARY KEY,
             job TEXT NOT NULL,
@@ -108,5 +108,32 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             state TEXT NOT NULL
         );
         ",
-    )
+    )?;
+    migrate_log_rows(conn)
+}
+
+/// Stores written before log chunks kept one row per record in `logs`: those rows become
+/// one-record chunks (in their order) and the old table is dropped, in one transaction.
+fn migrate_log_rows(conn: &Connection) -> rusqlite::Result<()> {
+    let old: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'logs'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "
+        INSERT INTO log_chunks (stage, min_ts_ms, max_ts_ms, count, records)
+            SELECT stage, ts_ms, ts_ms, 1, json_array(json_object(
+                'stage', stage, 'timestamp_ms', ts_ms, 'severity_number', severity_number,
+                'severity_text', severity_text, 'body', body, 'attributes', json(attributes),
+                'trace_id', trace_id, 'span_id', span_id))
+            FROM logs ORDER BY id;
+        DROP TABLE logs;
+        ",
+    )?;
+    tx.commit()
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
-use pipewarden_collector::SignalBatch;
 use pipewarden_collector::kafka_lag::LagReport;
+use pipewarden_collector::{LogRecord, SignalBatch};
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -261,7 +261,7 @@ impl StoreWriter {
         self.conn
             .execute("DELETE FROM series_points WHERE ts_ms < ?1", [cutoff_ms])?;
         self.conn
-            .execute("DELETE FROM logs WHERE ts_ms < ?1", [cutoff_ms])?;
+            .execute("DELETE FROM log_chunks WHERE max_ts_ms < ?1", [cutoff_ms])?;
         self.conn
             .execute("DELETE FROM anomalies WHERE ts_ms < ?1", [cutoff_ms])?;
         self.conn
@@ -485,23 +485,7 @@ fn write_batch(
         ])?;
         counts.stage_windows += 1;
     }
-    for log in &signals.logs {
-        tx.prepare_cached(
-            "INSERT INTO logs (stage, ts_ms, severity_number, severity_text, body, attributes,
-             trace_id, span_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            log.stage,
-            log.timestamp_ms,
-            log.severity_number,
-            log.severity_text,
-            log.body,
-            log.attributes.to_string(),
-            log.trace_id,
-            log.span_id
-        ])?;
-        counts.logs += 1;
-    }
+    write_log_chunks(tx, &signals.logs, counts)?;
     for run in &signals.job_runs {
         let status = match run.status {
             pipewarden_collector::JobStatus::Ok => "ok",
@@ -549,6 +533,43 @@ fn write_batch(
     }
     for report in &batch.lag {
         write_lag_report(tx, report, counts)?;
+    }
+    Ok(())
+}
+
+/// Writes the batch's log records as one chunk per stage (records in arrival order).
+fn write_log_chunks(
+    tx: &Transaction<'_>,
+    logs: &[LogRecord],
+    counts: &mut WriteCounts,
+) -> rusqlite::Result<()> {
+    if logs.is_empty() {
+        return Ok(());
+    }
+    // Stages in order of first appearance; a batch usually holds one or a few.
+    let mut stages: Vec<&str> = Vec::new();
+    for log in logs {
+        if !stages.contains(&log.stage.as_str()) {
+            stages.push(&log.stage);
+        }
+    }
+    let mut json = Vec::with_capacity(256 * logs.len() / stages.len());
+    for stage in stages {
+        let chunk: Vec<&LogRecord> = logs.iter().filter(|l| l.stage == stage).collect();
+        json.clear();
+        serde_json::to_writer(&mut json, &chunk)
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        let min_ts = chunk.iter().map(|l| l.timestamp_ms).min().unwrap_or(0);
+        let max_ts = chunk.iter().map(|l| l.timestamp_ms).max().unwrap_or(0);
+        // serde_json writes valid UTF-8.
+        let text = std::str::from_utf8(&json)
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        tx.prepare_cached(
+            "INSERT INTO log_chunks (stage, min_ts_ms, max_ts_ms, count, records)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![stage, min_ts, max_ts, chunk.len() as i64, text])?;
+        counts.logs += chunk.len() as u64;
     }
     Ok(())
 }
@@ -709,6 +730,145 @@ mod tests {
             (rows[0].timestamp_ms, rows[0].value),
             (t0 + 5_000, 3.0),
             "the later point stays the bucket's value although it was written first"
+        );
+    }
+
+    fn log(stage: &str, n: i64) -> LogRecord {
+        LogRecord {
+            stage: stage.into(),
+            timestamp_ms: now_ms() - 60_000 + n,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: format!("record {n} \"quoted\" \u{e9}"),
+            attributes: serde_json::json!({ "n": n, "nested": { "k": [1, 2] } }),
+            trace_id: format!("{n:032x}"),
+            span_id: String::new(),
+        }
+    }
+
+    fn log_batch(logs: Vec<LogRecord>) -> StoreBatch {
+        StoreBatch {
+            signals: SignalBatch {
+                logs,
+                ..SignalBatch::default()
+            },
+            ..StoreBatch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn log_records_are_stored_in_chunks_and_read_newest_first_per_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let telemetry = AppTelemetry::register(&mut registry);
+        let limits = StoreLimits {
+            max_batches_per_transaction: 1,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_secs(10),
+        };
+        let writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let thread = writer.spawn(rx);
+        // Two transactions, two stages interleaved within the first.
+        tx.send(log_batch(vec![log("a", 0), log("b", 1), log("a", 2)]))
+            .await
+            .unwrap();
+        tx.send(log_batch(vec![log("a", 3), log("b", 4)]))
+            .await
+            .unwrap();
+        drop(tx);
+        thread.join().unwrap();
+
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let (all, total) = reader.logs(None, 100).await.unwrap();
+        assert_eq!(total, 5);
+        let order: Vec<i64> = all
+            .iter()
+            .map(|l| l.attributes["n"].as_i64().unwrap())
+            .collect();
+        // Chunks newest first (b and a of the second transaction, then of the first), each
+        // chunk's records newest first.
+        assert_eq!(order, [4, 3, 1, 2, 0]);
+        let (a, total_a) = reader.logs(Some("a".into()), 2).await.unwrap();
+        assert_eq!(total_a, 3);
+        let bodies: Vec<&str> = a.iter().map(|l| l.body.as_str()).collect();
+        assert_eq!(
+            bodies,
+            ["record 3 \"quoted\" \u{e9}", "record 2 \"quoted\" \u{e9}"],
+            "newest first, across chunks, cut at the limit"
+        );
+        assert_eq!(
+            a[1].attributes,
+            serde_json::json!({ "n": 2, "nested": { "k": [1, 2] } })
+        );
+        assert_eq!(a[1].trace_id, format!("{:032x}", 2));
+    }
+
+    #[tokio::test]
+    async fn log_rows_of_an_older_store_become_chunks_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(super::super::database_path(dir.path())).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE logs (id INTEGER PRIMARY KEY, stage TEXT NOT NULL,
+                 ts_ms INTEGER NOT NULL, severity_number INTEGER NOT NULL,
+                 severity_text TEXT NOT NULL, body TEXT NOT NULL, attributes TEXT NOT NULL,
+                 trace_id TEXT NOT NULL, span_id TEXT NOT NULL);
+                 INSERT INTO logs VALUES (1, 'a', 1000, 17, 'ERROR', 'first', '{\"k\":1}', 't', 's');
+                 INSERT INTO logs VALUES (2, 'a', 2000, 9, 'INFO', 'second', '{}', '', '');",
+            )
+            .unwrap();
+        }
+        let (conn, _) = open_store(dir.path()).unwrap();
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'logs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table is gone");
+        drop(conn);
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let (logs, total) = reader.logs(Some("a".into()), 10).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(logs[0].body, "second");
+        assert_eq!(logs[1].body, "first");
+        assert_eq!(logs[1].severity_number, 17);
+        assert_eq!(logs[1].attributes, serde_json::json!({ "k": 1 }));
+        assert_eq!(
+            (logs[1].trace_id.as_str(), logs[1].span_id.as_str()),
+            ("t", "s")
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_chunks_whose_newest_record_is_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let telemetry = AppTelemetry::register(&mut registry);
+        let limits = StoreLimits {
+            max_batches_per_transaction: 1,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_secs(10),
+        };
+        let mut writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let mut old = log("a", 0);
+        old.timestamp_ms = 1_000;
+        let mut mixed = log("a", 1);
+        mixed.timestamp_ms = 4_000;
+        writer
+            .write(&[log_batch(vec![old.clone()]), log_batch(vec![old, mixed])])
+            .unwrap();
+        writer.write(&[log_batch(vec![log("a", 2)])]).unwrap();
+        writer.apply_retention(3_000).unwrap();
+        drop(writer);
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let (logs, total) = reader.logs(None, 10).await.unwrap();
+        assert_eq!(
+            (logs.len(), total),
+            (3, 3),
+            "the chunk that only holds old records is gone, the one with a newer record stays"
         );
     }
 }

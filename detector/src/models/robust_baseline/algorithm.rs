@@ -1,12 +1,14 @@
 //! State, update and scoring of the robust baseline.
 
+use std::sync::Arc;
+
 use linfa::{DatasetBase, prelude::*};
 use ndarray::{Array1, ArrayBase, Data, Ix2};
 
 use super::context::PhaseContext;
 use super::error::RobustBaselineError;
 use super::hyperparams::{RobustBaselineParams, RobustBaselineValidParams};
-use super::record::RecordEnvelope;
+use super::record::{RecordDecay, RecordEnvelope};
 use super::season::Season;
 use super::tail::{TailHistogram, gaussian_upper_quantile};
 use super::window::{RobustWindow, WindowStats};
@@ -15,6 +17,10 @@ use crate::score::{Deviation, Score, Z_FLOOR};
 /// Smallest range of the records, in scales, that record excesses are measured against: a
 /// value just above the maximum of a narrow, noisy history is not news.
 const RECORD_MIN_RANGE_SCALES: f64 = 60.0;
+
+/// Fraction of the records' range within which a value counts as reaching a record (holding
+/// it for `record_hold_ms`): a recurring peak comes back near its record, not exactly to it.
+const RECORD_REACH: f64 = 0.2;
 
 /// Points a model absorbs (since its window was last emptied) before records can raise scores.
 const RECORD_MIN_POINTS: u64 = 200;
@@ -41,7 +47,9 @@ const MIN_POINTS_PER_SEASON: f64 = 24.0;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RobustBaseline {
-    params: RobustBaselineValidParams,
+    /// Shared by every model of a series bank: read at each point, so one hot copy beats a
+    /// cold one per series.
+    params: Arc<RobustBaselineValidParams>,
     /// Recent deseasonalised values.
     window: RobustWindow,
     /// EWMA of the (clipped) deseasonalised values; `None` before the first value.
@@ -85,6 +93,9 @@ pub struct RobustBaseline {
 #[derive(Debug, Clone, Copy)]
 struct Expectation {
     timestamp_ms: i64,
+    /// Phase bin of the timestamp (`None` without a season): one division, shared by the
+    /// season and the time-of-day context.
+    bin: Option<usize>,
     /// Seasonal offset in force (0 without a season).
     offset: f64,
     stats: WindowStats,
@@ -100,8 +111,10 @@ impl RobustBaseline {
     /// series bank damps repeats of an episode, see
     /// [`SeriesBankParams::repeat_half_life_points`](crate::SeriesBankParams::repeat_half_life_points);
     /// 4: the time-of-day context, see
-    /// [`RobustBaselineParams::context_half_life_periods`]).
-    pub const VERSION: u32 = 4;
+    /// [`RobustBaselineParams::context_half_life_periods`]; 5: records that hold while the
+    /// series keeps reaching them, see [`RobustBaselineParams::record_hold_ms`], and the
+    /// defaults `record_gain` 150, `tail_quantile` 0.006).
+    pub const VERSION: u32 = 5;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
     pub fn params() -> RobustBaselineParams {
@@ -110,6 +123,11 @@ impl RobustBaseline {
 
     /// Returns an empty model.
     pub fn new(params: RobustBaselineValidParams) -> Self {
+        RobustBaseline::with_shared_params(Arc::new(params))
+    }
+
+    /// Returns an empty model whose hyperparameters are shared with other models.
+    pub(crate) fn with_shared_params(params: Arc<RobustBaselineValidParams>) -> Self {
         RobustBaseline {
             window: RobustWindow::new(params.window_points),
             season: None,
@@ -143,12 +161,12 @@ impl RobustBaseline {
 
     /// Forgets every absorbed value, keeping the window's allocation.
     pub fn reset(&mut self) {
-        let params = self.params.clone();
+        let params = Arc::clone(&self.params);
         let mut window = std::mem::replace(&mut self.window, RobustWindow::new(0));
         window.clear();
         *self = RobustBaseline {
             window,
-            ..RobustBaseline::new(params)
+            ..RobustBaseline::with_shared_params(params)
         };
     }
 
@@ -242,10 +260,11 @@ impl RobustBaseline {
 
     fn expectation(&self, timestamp_ms: i64) -> Option<Expectation> {
         let stats = self.window.stats()?;
-        let offset = self
-            .season
-            .as_ref()
-            .map_or(0.0, |season| season.offset(season.bin(timestamp_ms)));
+        let bin = self.phase_bin(timestamp_ms);
+        let offset = match (&self.season, bin) {
+            (Some(season), Some(bin)) => season.offset(bin),
+            _ => 0.0,
+        };
         let scale = stats
             .spread
             .max(self.params.long_spread_floor * self.long_spread)
@@ -253,10 +272,16 @@ impl RobustBaseline {
             .max(self.params.absolute_scale_floor);
         Some(Expectation {
             timestamp_ms,
+            bin,
             offset,
             stats,
             scale,
         })
+    }
+
+    /// Returns the phase bin of `timestamp_ms`, if the model has a season (and so a context).
+    fn phase_bin(&self, timestamp_ms: i64) -> Option<usize> {
+        self.season.as_ref().map(|season| season.bin(timestamp_ms))
     }
 
     /// Returns the calibrated deviation of `value` and its raw (uncalibrated, signed) z-score.
@@ -329,6 +354,10 @@ impl RobustBaseline {
         self.absorbed += 1;
         self.since_window_reset += 1;
         let offset = expectation.map_or(0.0, |expectation| expectation.offset);
+        let bin = match expectation {
+            Some(expectation) => expectation.bin,
+            None => self.phase_bin(timestamp_ms),
+        };
         let deseasonalised = value - offset;
         self.longest_run *= self.record_keep;
         if self.last_value == Some(value) {
@@ -351,15 +380,15 @@ impl RobustBaseline {
                     .learn(raw_z, self.tail_keep, self.params.tail_quantile);
             }
             shift_confirmed = self.track_shift(calibrated_z);
-            if let Some(context) = &mut self.context {
-                context.learn(timestamp_ms, calibrated_z, Z_FLOOR);
+            if let (Some(context), Some(bin)) = (&mut self.context, bin) {
+                context.learn_in_bin(bin, calibrated_z, Z_FLOOR);
             }
             if self.params.sequence_weight > 0.0 {
                 self.learn_sequence(calibrated_z);
             }
         }
         if let Some(expectation) = expectation {
-            let weight = (1.0 - self.tail_keep).max(1.0 / self.since_window_reset as f64);
+            let weight = running_weight(1.0 - self.tail_keep, self.since_window_reset);
             self.long_spread += weight * (expectation.stats.spread - self.long_spread);
         }
 
@@ -375,26 +404,27 @@ impl RobustBaseline {
                     _ => deseasonalised,
                 };
                 // The running mean until 1/n drops below alpha, so early values weigh evenly.
-                let alpha = self
-                    .params
-                    .ewma_alpha
-                    .max(1.0 / self.since_window_reset as f64);
+                let alpha = running_weight(self.params.ewma_alpha, self.since_window_reset);
                 level + alpha * (target - level)
             }
         });
         self.window.push(deseasonalised);
         if self.params.record_gain > 0.0 {
             let median = expectation.map_or(deseasonalised, |e| e.stats.median);
-            let keep = self.record_keep;
+            let decay = RecordDecay {
+                keep: self.record_keep,
+                hold_ms: self.params.record_hold_ms,
+                reach: RECORD_REACH,
+            };
             self.records
-                .get_or_insert_with(|| RecordEnvelope::new(deseasonalised))
-                .learn(deseasonalised, median, keep);
+                .get_or_insert_with(|| RecordEnvelope::new(deseasonalised, timestamp_ms))
+                .learn(deseasonalised, median, timestamp_ms, decay);
         }
 
         if shift_confirmed {
             self.move_window_to_new_level(expectation.map(|e| e.stats.median));
         }
-        self.learn_season(timestamp_ms, value);
+        self.learn_season(timestamp_ms, value, bin);
     }
 
     /// Returns the raw score of a run of identical values ending with `value`: 0 until the run
@@ -448,7 +478,7 @@ impl RobustBaseline {
     fn learn_sequence(&mut self, calibrated_z: f64) {
         let short = self.next_short_abs_z(calibrated_z);
         self.short_abs_z = short;
-        let weight = (1.0 - self.tail_keep).max(1.0 / self.since_window_reset as f64);
+        let weight = running_weight(1.0 - self.tail_keep, self.since_window_reset);
         let delta = short - self.sequence_mean;
         self.sequence_mean += weight * delta;
         self.sequence_var = (1.0 - weight) * (self.sequence_var + weight * delta * delta);
@@ -492,7 +522,9 @@ impl RobustBaseline {
         self.shift_run = 0;
     }
 
-    fn learn_season(&mut self, timestamp_ms: i64, value: f64) {
+    /// Learns the season (creating it and the context when the sampling allows); `bin` is the
+    /// phase bin of `timestamp_ms` when the season already existed.
+    fn learn_season(&mut self, timestamp_ms: i64, value: f64, bin: Option<usize>) {
         if self.params.season_period_ms == 0 || self.interval_ms <= 0.0 {
             return;
         }
@@ -514,7 +546,7 @@ impl RobustBaseline {
             Season::new(self.params.season_period_ms, self.params.season_bins)
         });
         let switched = season.learn(
-            season.bin(timestamp_ms),
+            bin.unwrap_or_else(|| season.bin(timestamp_ms)),
             timestamp_ms,
             value,
             self.interval_ms,
@@ -532,6 +564,18 @@ impl RobustBaseline {
             self.sequence_mean = 0.0;
             self.sequence_var = 0.0;
         }
+    }
+}
+
+/// Returns the weight of a new point in a running mean over `points` points that turns into an
+/// exponential one of weight `floor`: `max(floor, 1 / points)`, dividing only while the running
+/// mean is in force.
+fn running_weight(floor: f64, points: u64) -> f64 {
+    let points = points as f64;
+    if points * floor >= 1.0 {
+        floor
+    } else {
+        1.0 / points
     }
 }
 
@@ -788,6 +832,68 @@ mod tests {
             "{context:?}"
         );
         assert!(context[9] >= 70.0, "{context:?}");
+    }
+
+    #[test]
+    fn a_weekly_peak_at_the_same_height_stops_alerting_once_its_record_holds() {
+        const HOUR_MS: i64 = 3_600_000;
+        let noise = |i: i64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        // Hourly points for ten weeks: a three-hour +8 peak every Saturday from 20:00, more
+        // common than the tail calibration's level, so only the records can make it score; no
+        // season and no time-of-day context; records that fade within days. Then a +16 peak.
+        let weeks = 10;
+        let scores_of_peaks = |hold_ms: i64| {
+            let mut model = RobustBaseline::params()
+                .season_period_ms(0)
+                .record_half_life_points(200.0)
+                .record_hold_ms(hold_ms)
+                .build()
+                .unwrap();
+            let mut scores = Vec::new();
+            for i in 0..weeks * 168 + 141 {
+                let peak = if i == weeks * 168 + 140 {
+                    16.0
+                } else if (140..143).contains(&(i % 168)) {
+                    8.0
+                } else {
+                    0.0
+                };
+                let deviation = model.observe(i * HOUR_MS, 100.0 + noise(i) + peak);
+                if i % 168 == 140 {
+                    scores.push(deviation.map_or(0.0, |d| Score::from_deviation(&d).value()));
+                }
+            }
+            scores
+        };
+        let fading = scores_of_peaks(0);
+        let holding = scores_of_peaks(8 * 24 * HOUR_MS);
+        let repeats = 3..weeks as usize;
+        // Without the hold the high record fades during the week and each peak beats it again.
+        assert!(
+            fading[repeats.clone()].iter().all(|&score| score >= 70.0),
+            "{fading:?}"
+        );
+        // Held, the record stays at the peak's height: a repeat is not news.
+        assert!(
+            holding[repeats].iter().all(|&score| score < 40.0),
+            "{holding:?}"
+        );
+        // A peak beyond the held record still alerts.
+        assert!(holding[weeks as usize] >= 70.0, "{holding:?}");
+    }
+
+    #[test]
+    fn running_weight_is_the_larger_of_the_floor_and_one_over_the_points() {
+        for floor in [0.05, 0.1, 1.0 - 0.5f64.powf(1.0 / 8000.0)] {
+            for points in 1..20_000u64 {
+                let expected = floor.max(1.0 / points as f64);
+                let weight = running_weight(floor, points);
+                assert!(
+                    (weight - expected).abs() <= 1e-15 * expected,
+                    "{floor} {points}"
+                );
+            }
+        }
     }
 
     #[test]

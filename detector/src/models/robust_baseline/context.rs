@@ -128,8 +128,15 @@ impl PhaseContext {
     /// one visit, then |z| takes its place among the two largest of its side if it exceeds
     /// `z_floor` (only a reach beyond it is ever used). A bin with nothing kept and an ordinary
     /// point, by far the most common case, costs only the bin lookup.
+    #[cfg(test)]
     pub(crate) fn learn(&mut self, timestamp_ms: i64, z: f64, z_floor: f64) {
-        let bin = self.bin(timestamp_ms);
+        self.learn_in_bin(self.bin(timestamp_ms), z, z_floor);
+    }
+
+    /// [`PhaseContext::learn`] with the phase bin already known (the season's bins are the
+    /// same).
+    pub(crate) fn learn_in_bin(&mut self, bin: usize, z: f64, z_floor: f64) {
+        let bin = bin.min(self.codes.len() - 1);
         let notable = z.abs() > z_floor;
         let (word, bit) = (bin / 64, 1u64 << (bin % 64));
         let tracked = word < OCCUPANCY_WORDS;

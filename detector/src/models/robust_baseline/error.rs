@@ -48,6 +48,9 @@ pub enum RobustBaselineParamsError {
     /// `record_half_life_points` must be finite and at least 1.
     #[error("record_half_life_points must be finite and at least 1, got {0}")]
     RecordHalfLifePoints(f64),
+    /// `record_hold_ms` must not be negative.
+    #[error("record_hold_ms must not be negative, got {0}")]
+    RecordHoldMs(i64),
     /// `sequence_weight` must be finite and not negative.
     #[error("sequence_weight must be finite and not negative, got {0}")]
     SequenceWeight(f64),

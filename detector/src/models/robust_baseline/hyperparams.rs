@@ -7,6 +7,9 @@ use super::error::RobustBaselineParamsError;
 /// Default of `recurrence_min_count`.
 const RECURRENCE_DEFAULT: f64 = 0.0;
 
+/// Default of `record_hold_ms`: eight days, so a weekly peak holds its record.
+const RECORD_HOLD_DEFAULT_MS: i64 = 8 * 86_400_000;
+
 /// Default of `context_half_life_periods`.
 const CONTEXT_HALF_LIFE_DEFAULT: f64 = 7.0;
 
@@ -31,6 +34,7 @@ pub struct RobustBaselineValidParams {
     pub(crate) shift_confirm_points: usize,
     pub(crate) shift_z: f64,
     pub(crate) record_half_life_points: f64,
+    pub(crate) record_hold_ms: i64,
     pub(crate) long_spread_floor: f64,
     pub(crate) record_gain: f64,
     pub(crate) stuck_min_points: usize,
@@ -112,6 +116,11 @@ impl RobustBaselineValidParams {
         self.record_half_life_points
     }
 
+    /// Returns how long a record the series keeps reaching holds before it decays, in ms.
+    pub fn record_hold_ms(&self) -> i64 {
+        self.record_hold_ms
+    }
+
     /// Returns the smallest scale as a fraction of the long-term mean spread.
     pub fn long_spread_floor(&self) -> f64 {
         self.long_spread_floor
@@ -190,12 +199,13 @@ impl RobustBaselineParams {
     /// | `season_period_ms` | 86400000 | seasonal period (a day) |
     /// | `season_bins` | 288 | phase bins per period (5 minutes each) |
     /// | `season_alpha` | 0.2 | learning rate of a phase bin |
-    /// | `tail_quantile` | 0.005 | tail level of the z calibration |
+    /// | `tail_quantile` | 0.006 | tail level of the z calibration |
     /// | `tail_half_life_points` | 8000 | memory of the tail histogram and long-term spread |
     /// | `shift_confirm_points` | 3 | consecutive deviations confirming a level shift |
     /// | `shift_z` | 5 | calibrated z counting towards a level shift |
-    /// | `record_gain` | 90 | z per records' range of excess beyond the records |
+    /// | `record_gain` | 150 | z per records' range of excess beyond the records |
     /// | `record_half_life_points` | 4000 | memory of the high and low records |
+    /// | `record_hold_ms` | RECORD_HOLD_DEFAULT_MS | how long a record the series keeps reaching holds |
     /// | `stuck_min_points` | 24 | shortest run of identical values that can alert |
     /// | `recurrence_min_count` | RECURRENCE_DEFAULT | earlier points as far out that make a deviation a recurrence |
     /// | `sequence_weight` | 0 | weight of the sequence score (short-term mean of \|z\|) |
@@ -213,13 +223,14 @@ impl RobustBaselineParams {
             season_period_ms: 86_400_000,
             season_bins: 288,
             season_alpha: 0.2,
-            tail_quantile: 0.005,
+            tail_quantile: 0.006,
             tail_half_life_points: 8000.0,
             shift_confirm_points: 3,
             shift_z: 5.0,
             record_half_life_points: 4000.0,
+            record_hold_ms: RECORD_HOLD_DEFAULT_MS,
             long_spread_floor: 1.0,
-            record_gain: 90.0,
+            record_gain: 150.0,
             stuck_min_points: 24,
             sequence_weight: 0.0,
             sequence_alpha: 0.1,
@@ -392,6 +403,15 @@ impl RobustBaselineParams {
         self.0.record_half_life_points = record_half_life_points;
         self
     }
+
+    /// Sets how long (>= 0 ms) a record holds before it starts to decay: every value within 20%
+    /// of the records' range of a record restarts its hold, so a peak the series reaches every
+    /// day or week stays the reference, and only going beyond it is news. 0: records decay at
+    /// every point that does not come near them.
+    pub fn record_hold_ms(mut self, record_hold_ms: i64) -> Self {
+        self.0.record_hold_ms = record_hold_ms;
+        self
+    }
 }
 
 /// Returns the first invalid field of `params`, if any.
@@ -456,6 +476,11 @@ pub(crate) fn validate(
     if !(params.long_spread_floor.is_finite() && params.long_spread_floor >= 0.0) {
         return Err(RobustBaselineParamsError::LongSpreadFloor(
             params.long_spread_floor,
+        ));
+    }
+    if params.record_hold_ms < 0 {
+        return Err(RobustBaselineParamsError::RecordHoldMs(
+            params.record_hold_ms,
         ));
     }
     if !(params.record_gain.is_finite() && params.record_gain >= 0.0) {
@@ -735,6 +760,16 @@ mod tests {
                 RobustBaselineParamsError::RecordHalfLifePoints(_)
             ));
         }
+    }
+
+    #[test]
+    fn rejects_a_negative_record_hold() {
+        let error = RobustBaseline::params()
+            .record_hold_ms(-1)
+            .check()
+            .unwrap_err();
+        assert!(matches!(error, RobustBaselineParamsError::RecordHoldMs(-1)));
+        assert!(RobustBaseline::params().record_hold_ms(0).check().is_ok());
     }
 
     #[test]

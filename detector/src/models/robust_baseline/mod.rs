@@ -33,8 +33,12 @@
 //!    profile is on.
 //! 4. **Records** (`record.rs`). A value beyond the high or low record of the recent past (half-life
 //!    `record_half_life_points`) by a fraction `e` of the records' range (at least 60 scales)
-//!    scores at least `z = 3 + record_gain * e`, however ordinary its z: going where the series
-//!    has never been is news (Numenta's "spatial anomaly").
+//!    scores at least `z = 3 + record_gain * e` (`record_gain` 150: 2% of the range is an
+//!    alert), however ordinary its z: going where the series has never been is news (Numenta's
+//!    "spatial anomaly"). A record decays only once the series has not come within 20% of
+//!    the range of it for `record_hold_ms` (8 days): a peak reached every day or every week stays the
+//!    reference, so the next one is not a "new record" merely because the record decayed in
+//!    between.
 //! 5. **Sequence score** (off by default: `sequence_weight` 0). The short-term mean of the
 //!    calibrated |z| (an EWMA with weight `sequence_alpha`, |z| clipped at 6) is compared with its
 //!    own long-term mean and spread; `sequence_weight` times that z-score is a floor of z. It
@@ -53,8 +57,9 @@
 //!
 //! Cost: O(1) per point except two binary searches in the sorted window and a move of the sorted
 //! values between the oldest and the newest (the mean absolute deviation comes from running sums
-//! of the window's halves; the context is read only for points that would score); about 4.8 KB
-//! per series with the defaults (the seasonal profile is 5 bytes per bin, the context 4).
+//! of the window's halves; the context is read only for points that would score); about 4.6 KB
+//! per series with the defaults (the seasonal profile is 5 bytes per bin, the context 4; the
+//! hyperparameters are shared by the models of a bank).
 
 mod algorithm;
 mod context;

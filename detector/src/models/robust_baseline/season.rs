@@ -21,14 +21,30 @@ const DEACTIVATE_RATIO: f64 = 0.8;
 /// Time constant of the slow level, as a fraction of the period.
 const SLOW_LEVEL_PERIOD_FRACTION: f64 = 0.25;
 
+/// One phase bin of the profile: 5 bytes, unaligned (the offset as the bytes of an `f32`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct SeasonBin {
+    offset: [u8; 4],
+    /// Updates of the bin (saturating): 0 = never learnt.
+    updates: u8,
+}
+
+impl SeasonBin {
+    fn offset(self) -> f32 {
+        f32::from_ne_bytes(self.offset)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Season {
     period_ms: i64,
     bins_per_ms: f64,
-    /// Learnt offset of each phase bin from the slow level.
-    profile: Vec<f32>,
-    /// Updates of each bin (saturating): 0 = never learnt.
-    updates: Vec<u8>,
+    /// Rate of the slow level per millisecond of sampling interval (precomputed: divisions are
+    /// slow on the per-point path).
+    slow_rate_per_ms: f64,
+    /// Per phase bin, the learnt offset from the slow level and its updates, side by side (one
+    /// cache line per point: the profile of one series among many is usually cold).
+    profile: Vec<SeasonBin>,
     /// Slow levels of the deseasonalised values and of the raw values.
     slow_level: Option<f64>,
     plain_level: f64,
@@ -44,8 +60,8 @@ impl Season {
         Season {
             period_ms,
             bins_per_ms: bins as f64 / period_ms as f64,
-            profile: vec![0.0; bins],
-            updates: vec![0; bins],
+            slow_rate_per_ms: 1.0 / (SLOW_LEVEL_PERIOD_FRACTION * period_ms as f64),
+            profile: vec![SeasonBin::default(); bins],
             slow_level: None,
             plain_level: 0.0,
             seasonal_error: 0.0,
@@ -57,7 +73,7 @@ impl Season {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.profile.capacity() * size_of::<f32>() + self.updates.capacity()
+        self.profile.capacity() * size_of::<SeasonBin>()
     }
 
     pub(crate) fn is_active(&self) -> bool {
@@ -73,8 +89,9 @@ impl Season {
     /// Returns the offset to subtract from a value in phase bin `bin`: the learnt offset while
     /// the profile is on (0 for a bin never learnt), 0 otherwise.
     pub(crate) fn offset(&self, bin: usize) -> f64 {
-        if self.active && self.updates[bin] > 0 {
-            f64::from(self.profile[bin])
+        let entry = self.profile[bin];
+        if self.active && entry.updates > 0 {
+            f64::from(entry.offset())
         } else {
             0.0
         }
@@ -91,9 +108,10 @@ impl Season {
         alpha: f64,
     ) -> bool {
         let first = *self.first_timestamp_ms.get_or_insert(timestamp_ms);
-        let known = self.updates[bin] > 0;
+        let entry = self.profile[bin];
+        let known = entry.updates > 0;
         let offset = if known {
-            f64::from(self.profile[bin])
+            f64::from(entry.offset())
         } else {
             0.0
         };
@@ -102,26 +120,37 @@ impl Season {
             self.plain_level = value;
             return false;
         };
-        let rate =
-            (interval_ms / (SLOW_LEVEL_PERIOD_FRACTION * self.period_ms as f64)).clamp(1e-6, 1.0);
+        let rate = (interval_ms * self.slow_rate_per_ms).clamp(1e-6, 1.0);
         if known && timestamp_ms.saturating_sub(first) >= self.period_ms {
             self.error_samples += 1;
-            let weight = rate.max(1.0 / self.error_samples as f64);
+            let samples = self.error_samples as f64;
+            let weight = if samples * rate >= 1.0 {
+                rate
+            } else {
+                1.0 / samples
+            };
             self.seasonal_error += weight * ((value - level - offset).abs() - self.seasonal_error);
             self.plain_error += weight * ((value - self.plain_level).abs() - self.plain_error);
         }
         self.plain_level += rate * (value - self.plain_level);
         let level = level + rate * (value - offset - level);
         self.slow_level = Some(level);
-        let updates = self.updates[bin];
+        let updates = entry.updates;
         // `alpha` is the rate per period: several points in one bin share it, so the profile
         // learns the season, not the last few values.
-        let bin_ms = self.period_ms as f64 / self.profile.len() as f64;
-        let points_per_bin = (bin_ms / interval_ms).max(1.0);
-        let gain = (alpha / points_per_bin).max(1.0 / (f64::from(updates) + 1.0));
+        // alpha / max(points per bin, 1), at least 1 / (updates + 1).
+        let per_point = alpha * (interval_ms * self.bins_per_ms).min(1.0);
+        let learnt_points = f64::from(updates) + 1.0;
+        let gain = if per_point * learnt_points >= 1.0 {
+            per_point
+        } else {
+            1.0 / learnt_points
+        };
         let learnt = offset + gain * (value - level - offset);
-        self.profile[bin] = learnt as f32;
-        self.updates[bin] = updates.saturating_add(1);
+        self.profile[bin] = SeasonBin {
+            offset: (learnt as f32).to_ne_bytes(),
+            updates: updates.saturating_add(1),
+        };
 
         let settled = timestamp_ms.saturating_sub(first) >= self.period_ms + self.period_ms / 2;
         let was_active = self.active;

@@ -23,6 +23,9 @@ pub(crate) struct WindowStats {
     pub(crate) spread: f64,
 }
 
+/// Largest window whose ranks are counted in one pass rather than binary-searched.
+const LINEAR_RANK_MAX: usize = 256;
+
 /// Pushes between two exact recomputations of the half sums.
 const RESUM_EVERY: u32 = 1024;
 
@@ -86,14 +89,13 @@ impl RobustWindow {
         let oldest = std::mem::replace(&mut self.ring[self.ring_next], value);
         self.ring_next = (self.ring_next + 1) % self.capacity;
         // Values are finite, so `<` orders them; equal values are interchangeable.
-        let old = self.sorted.partition_point(|&probe| probe < oldest);
+        let (old, new) = self.ranks(oldest, value);
         if self.sorted.get(old) != Some(&oldest) {
             // Unreachable (the sorted copy holds every ring value); rebuild rather than panic.
             self.resort();
             return;
         }
         // Replace the oldest value by the new one, moving only the values between them.
-        let new = self.sorted.partition_point(|&probe| probe < value);
         let placed = if new <= old {
             self.sorted.copy_within(new..old, new + 1);
             self.sorted[new] = value;
@@ -104,41 +106,66 @@ impl RobustWindow {
             new - 1
         };
         self.since_resum += 1;
-        self.update_sums(old, oldest, placed, value);
+        // The sums stay in registers for the check below (reading the two fields back just
+        // after storing them stalled on store forwarding).
+        let (low_sum, high_sum) = self.updated_sums(old, oldest, placed, value);
+        self.low_sum = low_sum;
+        self.high_sum = high_sum;
         // A value leaving that dwarfs those that stay leaves its rounding error behind.
-        let scale = (self.low_sum.abs() + self.high_sum.abs()) / self.sorted.len() as f64;
+        let scale = (low_sum.abs() + high_sum.abs()) / self.sorted.len() as f64;
         if self.since_resum >= RESUM_EVERY || oldest.abs() > 1024.0 * scale {
             self.resum();
         }
     }
 
-    /// Updates the half sums after `removed` left sorted index `old` (of the array before) and
+    /// Returns how many sorted values lie below `a` and below `b` (their insertion points).
+    /// A small window is counted in one branch-free pass the compiler vectorises: its cache lines
+    /// load in parallel, where the dependent loads of a binary search wait for one another (the
+    /// window is usually cold: one series among many). A large one is searched.
+    fn ranks(&self, a: f64, b: f64) -> (usize, usize) {
+        if self.sorted.len() > LINEAR_RANK_MAX {
+            return (
+                self.sorted.partition_point(|&probe| probe < a),
+                self.sorted.partition_point(|&probe| probe < b),
+            );
+        }
+        let (mut below_a, mut below_b) = (0usize, 0usize);
+        for &probe in &self.sorted {
+            below_a += usize::from(probe < a);
+            below_b += usize::from(probe < b);
+        }
+        (below_a, below_b)
+    }
+
+    /// Returns the half sums after `removed` left sorted index `old` (of the array before) and
     /// `added` took sorted index `placed` (of the array after), the length unchanged.
-    fn update_sums(&mut self, old: usize, removed: f64, placed: usize, added: f64) {
+    fn updated_sums(&self, old: usize, removed: f64, placed: usize, added: f64) -> (f64, f64) {
         let n = self.sorted.len();
         let half = n / 2;
+        let (mut low_sum, mut high_sum) = (self.low_sum, self.high_sum);
         if half == 0 {
-            return;
+            return (low_sum, high_sum);
         }
         // Lower half: indices below `half`.
         match (old < half, placed < half) {
-            (true, true) => self.low_sum += added - removed,
+            (true, true) => low_sum += added - removed,
             // The value just above the lower half slid into it.
-            (true, false) => self.low_sum += self.sorted[half - 1] - removed,
+            (true, false) => low_sum += self.sorted[half - 1] - removed,
             // The highest value of the lower half was pushed out of it.
-            (false, true) => self.low_sum += added - self.sorted[half],
+            (false, true) => low_sum += added - self.sorted[half],
             (false, false) => {}
         }
         // Upper half: indices from `n - half`.
         let start = n - half;
         match (old >= start, placed >= start) {
-            (true, true) => self.high_sum += added - removed,
+            (true, true) => high_sum += added - removed,
             // The value just below the upper half moved up into it.
-            (true, false) => self.high_sum += self.sorted[start] - removed,
+            (true, false) => high_sum += self.sorted[start] - removed,
             // The lowest value of the upper half was pushed out of it.
-            (false, true) => self.high_sum += added - self.sorted[start - 1],
+            (false, true) => high_sum += added - self.sorted[start - 1],
             (false, false) => {}
         }
+        (low_sum, high_sum)
     }
 
     fn resort(&mut self) {
@@ -274,6 +301,28 @@ mod tests {
             let mut expected = window.ring.clone();
             expected.sort_by(f64::total_cmp);
             assert_eq!(window.sorted, expected);
+        }
+    }
+
+    #[test]
+    fn ranks_are_insertion_points_whether_counted_or_searched() {
+        // 64 values take the counting path, 300 the binary search; many repeats.
+        for capacity in [64, LINEAR_RANK_MAX + 44] {
+            let mut window = RobustWindow::new(capacity);
+            let mut state = 99u64;
+            for _ in 0..3 * capacity {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                window.push(((state >> 33) % 50) as f64 - 25.0);
+                let mut expected = window.ring.clone();
+                expected.sort_by(f64::total_cmp);
+                assert_eq!(window.sorted, expected);
+            }
+            for probe in [-30.0, -25.0, 0.0, 0.5, 24.0, 30.0] {
+                let below = |x: f64| window.sorted.iter().filter(|&&v| v < x).count();
+                assert_eq!(window.ranks(probe, -probe), (below(probe), below(-probe)));
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Fit and assessment of the session workflow model.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use linfa::{DatasetBase, dataset::Records, traits::Fit};
 
@@ -17,6 +17,10 @@ const MAX_INVARIANT_TEMPLATES: usize = 64;
 
 /// Share of the sessions containing a template that must end with it for it to be an ending.
 const ENDING_SHARE: f64 = 0.5;
+
+/// Coefficients tried for a template added to an invariant: a step of a workflow logs one or
+/// two lines per occurrence of another.
+const REFINEMENT_COEFFICIENTS: [i64; 4] = [1, -1, 2, -2];
 
 /// One event of a session: when it happened and its template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,17 @@ impl Records for SessionSet<'_> {
     }
 }
 
+/// A further template of a refined count invariant, as found in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvariantTerm {
+    /// The template.
+    pub template: TemplateId,
+    /// Its coefficient in the invariant.
+    pub coefficient: i64,
+    /// Its count in the session.
+    pub count: u32,
+}
+
 /// Something a session did that its workflow does not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionFinding {
@@ -69,7 +84,8 @@ pub enum SessionFinding {
         /// The longest idle time allowed after that template.
         limit_ms: i64,
     },
-    /// Two templates whose counts are equal in normal sessions are not.
+    /// A count invariant of normal sessions does not hold: `first_count - second_count +
+    /// sum(coefficient * count over terms)` is 0 in normal sessions, and not in this one.
     BrokenInvariant {
         /// First template of the pair.
         first: TemplateId,
@@ -79,6 +95,8 @@ pub enum SessionFinding {
         first_count: u32,
         /// Count of the second in this session.
         second_count: u32,
+        /// Further templates of a refined invariant (empty for a pair).
+        terms: Vec<InvariantTerm>,
     },
 }
 
@@ -91,13 +109,36 @@ pub struct SessionAssessment {
     pub findings: Vec<SessionFinding>,
 }
 
-/// A learnt count invariant.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A learnt count invariant: `count(first) - count(second) + sum(coefficient * count(term))`
+/// is 0 in (nearly) every training session.
+#[derive(Debug, Clone, PartialEq)]
 struct Invariant {
     first: TemplateId,
     second: TemplateId,
-    /// Longest lag between the last occurrences of both in a training session.
+    /// Further templates and their coefficients (a refined pair).
+    terms: Vec<(TemplateId, i64)>,
+    /// Longest time a training session that ends balanced was unbalanced.
     lag_ms: i64,
+}
+
+impl Invariant {
+    /// Returns every template of the invariant with its coefficient.
+    fn coefficients(&self) -> impl Iterator<Item = (TemplateId, i64)> + '_ {
+        [(self.first, 1), (self.second, -1)]
+            .into_iter()
+            .chain(self.terms.iter().copied())
+    }
+}
+
+/// What training sessions did at one workflow state: the n-th occurrence of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct StateStats {
+    /// Training sessions that reached the state.
+    sessions: u32,
+    /// Of those, the ones that ended there.
+    endings: u32,
+    /// Longest wait before the next event of the same session.
+    longest_wait_ms: Option<i64>,
 }
 
 /// A fitted session workflow model (see the [module docs](super)).
@@ -111,10 +152,55 @@ pub struct SessionWorkflow {
     longest_wait_ms: Vec<Option<i64>>,
     /// Per template id: share of the sessions containing it that end with it.
     ending_share: Vec<f64>,
+    /// Per (template, occurrence) reached by at least `min_state_sessions` training sessions.
+    states: StateTable,
     invariants: Vec<Invariant>,
 }
 
+/// Workflow states by (template, occurrence); only looked up, so a fixed hasher keeps fits
+/// deterministic.
+type StateTable = HashMap<(TemplateId, u32), StateStats, foldhash::fast::FixedState>;
+
+/// Per template of a session (sorted by template): count and time of the last occurrence.
+struct Seen(Vec<(TemplateId, u32, i64)>);
+
+impl Seen {
+    fn new(events: &[SessionEvent]) -> Seen {
+        let mut sorted: Vec<(TemplateId, i64)> = events
+            .iter()
+            .map(|event| (event.template, event.timestamp_ms))
+            .collect();
+        sorted.sort_unstable();
+        let mut seen: Vec<(TemplateId, u32, i64)> = Vec::new();
+        for (template, at_ms) in sorted {
+            match seen.last_mut() {
+                Some(last) if last.0 == template => {
+                    last.1 += 1;
+                    last.2 = at_ms;
+                }
+                _ => seen.push((template, 1, at_ms)),
+            }
+        }
+        Seen(seen)
+    }
+
+    fn templates(&self) -> impl Iterator<Item = TemplateId> + '_ {
+        self.0.iter().map(|&(template, _, _)| template)
+    }
+
+    fn get(&self, template: TemplateId) -> Option<(u32, i64)> {
+        self.0
+            .binary_search_by_key(&template, |&(t, _, _)| t)
+            .ok()
+            .map(|at| (self.0[at].1, self.0[at].2))
+    }
+}
+
 impl SessionWorkflow {
+    /// Version of the model's scoring, reported with its anomalies (2: workflow states and
+    /// refined count invariants).
+    pub const VERSION: u32 = 2;
+
     /// Returns the default parameters (see [`SessionWorkflowParams::new`]).
     pub fn params() -> SessionWorkflowParams {
         SessionWorkflowParams::new()
@@ -125,11 +211,17 @@ impl SessionWorkflow {
         self.sessions
     }
 
-    /// Returns the learnt count invariants as template pairs.
+    /// Returns the learnt count invariants as template pairs (a refined invariant by the pair
+    /// it refines).
     pub fn invariants(&self) -> impl Iterator<Item = (TemplateId, TemplateId)> + '_ {
         self.invariants
             .iter()
             .map(|invariant| (invariant.first, invariant.second))
+    }
+
+    /// Returns the number of workflow states with their own statistics.
+    pub fn states(&self) -> usize {
+        self.states.len()
     }
 
     fn training_share(&self, template: TemplateId) -> f64 {
@@ -157,20 +249,10 @@ impl SessionWorkflow {
                 findings,
             };
         };
-        // Per template: count and time of the last occurrence.
-        let mut seen: HashMap<TemplateId, (u32, i64)> = HashMap::new();
-        for event in events {
-            let entry = seen
-                .entry(event.template)
-                .or_insert((0, event.timestamp_ms));
-            entry.0 += 1;
-            entry.1 = entry.1.max(event.timestamp_ms);
-        }
-        let mut templates: Vec<TemplateId> = seen.keys().copied().collect();
-        templates.sort_unstable();
+        let seen = Seen::new(events);
 
         let floor_share = 0.5 / self.sessions as f64;
-        for &template in &templates {
+        for template in seen.templates() {
             let share = self.training_share(template);
             let error_like = miner.template(template).is_some_and(|t| t.is_error_like());
             let limit = if error_like {
@@ -188,7 +270,7 @@ impl SessionWorkflow {
             }
         }
 
-        if let Some((after, limit_ms)) = self.stall_limit(events, last_ms) {
+        if let Some((after, limit_ms)) = self.stall_limit(events, last_ms, &seen) {
             let idle_ms = now_ms.saturating_sub(last_ms);
             if idle_ms > limit_ms {
                 strongest = strongest.max(FINDING_Z + (idle_ms as f64 / limit_ms as f64).ln());
@@ -201,26 +283,36 @@ impl SessionWorkflow {
         }
 
         for invariant in &self.invariants {
-            let (first_count, first_ms) = seen.get(&invariant.first).copied().unwrap_or((0, 0));
-            let (second_count, second_ms) = seen.get(&invariant.second).copied().unwrap_or((0, 0));
-            if first_count == second_count {
+            let mut residual = 0i64;
+            let mut latest_ms = i64::MIN;
+            for (template, coefficient) in invariant.coefficients() {
+                if let Some((count, at_ms)) = seen.get(template) {
+                    residual += coefficient * i64::from(count);
+                    latest_ms = latest_ms.max(at_ms);
+                }
+            }
+            if residual == 0 || latest_ms == i64::MIN {
                 continue;
             }
-            let latest_ms = match (first_count, second_count) {
-                (0, _) => second_ms,
-                (_, 0) => first_ms,
-                _ => first_ms.max(second_ms),
-            };
             let allowed =
                 self.params.timeout_margin * invariant.lag_ms.max(self.params.min_lag_ms) as f64;
             if now_ms.saturating_sub(latest_ms) as f64 > allowed {
-                let gap = f64::from(first_count.abs_diff(second_count));
-                strongest = strongest.max(FINDING_Z + gap.ln_1p());
+                strongest = strongest.max(FINDING_Z + (residual.unsigned_abs() as f64).ln_1p());
+                let count = |template: TemplateId| seen.get(template).map_or(0, |seen| seen.0);
                 findings.push(SessionFinding::BrokenInvariant {
                     first: invariant.first,
                     second: invariant.second,
-                    first_count,
-                    second_count,
+                    first_count: count(invariant.first),
+                    second_count: count(invariant.second),
+                    terms: invariant
+                        .terms
+                        .iter()
+                        .map(|&(template, coefficient)| InvariantTerm {
+                            template,
+                            coefficient,
+                            count: count(template),
+                        })
+                        .collect(),
                 });
             }
         }
@@ -235,13 +327,45 @@ impl SessionWorkflow {
 
     /// Returns the template the session stopped after and the longest idle time its workflow
     /// allows there, or `None` when the session may end there (or nothing is known about it).
-    fn stall_limit(&self, events: &[SessionEvent], last_ms: i64) -> Option<(TemplateId, i64)> {
+    ///
+    /// The events at the session's last timestamp are its current states: the n-th occurrence
+    /// of their templates (the last ones, `seen` holds the counts). A state reached by at least
+    /// `min_state_sessions` training sessions is judged by what those sessions did there; any
+    /// other by what sessions did after the template anywhere.
+    fn stall_limit(
+        &self,
+        events: &[SessionEvent],
+        last_ms: i64,
+        seen: &Seen,
+    ) -> Option<(TemplateId, i64)> {
         let mut limit: Option<(TemplateId, i64)> = None;
+        // Per template: events at the last timestamp given an occurrence so far.
+        let mut taken: Vec<(TemplateId, u32)> = Vec::new();
         for event in events.iter().filter(|event| event.timestamp_ms == last_ms) {
-            let index = event.template.0 as usize;
-            let ending = self.ending_share.get(index).copied().unwrap_or(1.0);
-            let wait = self.longest_wait_ms.get(index).copied().flatten();
-            // A common ending, or a template never followed in training: the session may end here.
+            let count = seen.get(event.template).map_or(1, |seen| seen.0);
+            let before = match taken.iter().position(|&(t, _)| t == event.template) {
+                Some(at) => &mut taken[at].1,
+                None => {
+                    taken.push((event.template, 0));
+                    &mut taken.last_mut()?.1
+                }
+            };
+            let occurrence = count.saturating_sub(*before).max(1);
+            *before += 1;
+            let (ending, wait) = match self.states.get(&(event.template, occurrence)) {
+                Some(state) => (
+                    f64::from(state.endings) / f64::from(state.sessions),
+                    state.longest_wait_ms,
+                ),
+                None => {
+                    let index = event.template.0 as usize;
+                    (
+                        self.ending_share.get(index).copied().unwrap_or(1.0),
+                        self.longest_wait_ms.get(index).copied().flatten(),
+                    )
+                }
+            };
+            // A common ending, or a state never left in training: the session may end here.
             let wait = wait.filter(|_| ending < ENDING_SHARE)?;
             let allowed = (self.params.timeout_margin * wait.max(1) as f64) as i64;
             if limit.is_none_or(|(_, current)| allowed > current) {
@@ -264,44 +388,63 @@ impl<'a, T> Fit<SessionSet<'a>, T, SessionWorkflowError> for SessionWorkflowVali
             return Err(SessionWorkflowError::NoSessions);
         }
         let templates = miner.len();
+        // Events in time order (ties keep their order), templates the miner does not know
+        // dropped.
+        let ordered: Vec<Vec<SessionEvent>> = sessions
+            .iter()
+            .map(|session| {
+                let mut ordered: Vec<SessionEvent> = session
+                    .iter()
+                    .filter(|event| (event.template.0 as usize) < templates)
+                    .copied()
+                    .collect();
+                ordered.sort_by_key(|event| event.timestamp_ms);
+                ordered
+            })
+            .collect();
         let mut template_sessions = vec![0u32; templates];
         let mut endings = vec![0u32; templates];
         let mut longest_wait_ms: Vec<Option<i64>> = vec![None; templates];
-        for session in sessions {
-            let mut ordered = session.clone();
-            ordered.sort_by_key(|event| event.timestamp_ms);
-            let mut distinct: Vec<usize> = ordered
-                .iter()
-                .map(|event| event.template.0 as usize)
-                .filter(|&index| index < templates)
-                .collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            for &index in &distinct {
-                template_sessions[index] += 1;
-            }
-            for pair in ordered.windows(2) {
-                let index = pair[0].template.0 as usize;
-                if index < templates {
-                    let wait = pair[1].timestamp_ms - pair[0].timestamp_ms;
+        let mut states = StateTable::default();
+        let mut running = vec![0u32; templates];
+        for session in &ordered {
+            let Some(last) = session.last() else {
+                continue;
+            };
+            for (position, event) in session.iter().enumerate() {
+                let index = event.template.0 as usize;
+                running[index] += 1;
+                if running[index] == 1 {
+                    template_sessions[index] += 1;
+                }
+                let state = states.entry((event.template, running[index])).or_default();
+                state.sessions += 1;
+                let next = session.get(position + 1);
+                if let Some(next) = next {
+                    let wait = next.timestamp_ms - event.timestamp_ms;
+                    state.longest_wait_ms =
+                        Some(state.longest_wait_ms.map_or(wait, |w| w.max(wait)));
                     longest_wait_ms[index] =
                         Some(longest_wait_ms[index].map_or(wait, |w| w.max(wait)));
                 }
-            }
-            if let Some(last) = ordered.last() {
-                let mut ending: Vec<usize> = ordered
-                    .iter()
-                    .filter(|event| event.timestamp_ms == last.timestamp_ms)
-                    .map(|event| event.template.0 as usize)
-                    .filter(|&index| index < templates)
-                    .collect();
-                ending.sort_unstable();
-                ending.dedup();
-                for index in ending {
-                    endings[index] += 1;
+                if event.timestamp_ms == last.timestamp_ms {
+                    state.endings += 1;
+                    // Once per session and template: the first time it is counted here.
+                    if !session[..position]
+                        .iter()
+                        .rev()
+                        .take_while(|earlier| earlier.timestamp_ms == last.timestamp_ms)
+                        .any(|earlier| earlier.template == event.template)
+                    {
+                        endings[index] += 1;
+                    }
                 }
             }
+            for event in session {
+                running[event.template.0 as usize] = 0;
+            }
         }
+        states.retain(|_, state| state.sessions >= self.min_state_sessions);
         let ending_share = endings
             .iter()
             .zip(&template_sessions)
@@ -313,57 +456,98 @@ impl<'a, T> Fit<SessionSet<'a>, T, SessionWorkflowError> for SessionWorkflowVali
                 }
             })
             .collect();
-        let invariants = mine_invariants(sessions, &template_sessions, self);
+        let counts = CountTable::new(&ordered, templates);
+        let invariants = mine_invariants(&counts, &template_sessions, self)
+            .into_iter()
+            .map(|pair| {
+                let mut invariant = refine(&counts, pair, self.max_refinement_terms);
+                invariant.lag_ms = longest_imbalance_ms(&ordered, &invariant);
+                invariant
+            })
+            .collect();
         Ok(SessionWorkflow {
             params: self.clone(),
             sessions: sessions.len(),
             template_sessions,
             longest_wait_ms,
             ending_share,
+            states,
             invariants,
         })
     }
 }
 
+/// Template counts of the training sessions: per session the (template, count) pairs sorted by
+/// template, and per template the (session, count) pairs of the sessions that contain it.
+struct CountTable {
+    sessions: Vec<Vec<(u32, u32)>>,
+    postings: Vec<Vec<(usize, u32)>>,
+}
+
+impl CountTable {
+    fn new(ordered: &[Vec<SessionEvent>], templates: usize) -> CountTable {
+        let mut postings = vec![Vec::new(); templates];
+        let sessions: Vec<Vec<(u32, u32)>> = ordered
+            .iter()
+            .map(|events| {
+                let mut ids: Vec<u32> = events.iter().map(|event| event.template.0).collect();
+                ids.sort_unstable();
+                let mut counts: Vec<(u32, u32)> = Vec::new();
+                for id in ids {
+                    match counts.last_mut() {
+                        Some((last, count)) if *last == id => *count += 1,
+                        _ => counts.push((id, 1)),
+                    }
+                }
+                counts
+            })
+            .collect();
+        for (session, counts) in sessions.iter().enumerate() {
+            for &(id, count) in counts {
+                postings[id as usize].push((session, count));
+            }
+        }
+        CountTable { sessions, postings }
+    }
+
+    fn count(&self, session: usize, template: TemplateId) -> u32 {
+        let counts = &self.sessions[session];
+        counts
+            .binary_search_by_key(&template.0, |&(id, _)| id)
+            .map_or(0, |at| counts[at].1)
+    }
+}
+
 /// Returns the pairs of frequent templates whose counts are equal in at least `invariant_hold`
-/// of the sessions containing either.
+/// of the sessions containing either (lags not yet learnt).
 fn mine_invariants(
-    sessions: &[Vec<SessionEvent>],
+    counts: &CountTable,
     template_sessions: &[u32],
     params: &SessionWorkflowValidParams,
 ) -> Vec<Invariant> {
-    let needed = params.invariant_support * sessions.len() as f64;
+    let sessions = counts.sessions.len();
+    let needed = params.invariant_support * sessions as f64;
     let mut candidates: Vec<usize> = (0..template_sessions.len())
         .filter(|&index| f64::from(template_sessions[index]) >= needed)
         .collect();
     candidates.sort_by_key(|&index| (std::cmp::Reverse(template_sessions[index]), index));
     candidates.truncate(MAX_INVARIANT_TEMPLATES);
     candidates.sort_unstable();
-    let slot: HashMap<usize, usize> = candidates
-        .iter()
-        .enumerate()
-        .map(|(slot, &index)| (index, slot))
-        .collect();
-    // Per session and candidate: count and time of the last occurrence.
-    let profiles: Vec<Vec<(u32, i64)>> = sessions
-        .iter()
+    // Per session and candidate: count.
+    let profiles: Vec<Vec<u32>> = (0..sessions)
         .map(|session| {
-            let mut profile = vec![(0u32, i64::MIN); candidates.len()];
-            for event in session {
-                if let Some(&slot) = slot.get(&(event.template.0 as usize)) {
-                    profile[slot].0 += 1;
-                    profile[slot].1 = profile[slot].1.max(event.timestamp_ms);
-                }
-            }
-            profile
+            candidates
+                .iter()
+                .map(|&index| counts.count(session, TemplateId(index as u32)))
+                .collect()
         })
         .collect();
     let mut invariants = Vec::new();
     for a in 0..candidates.len() {
         for b in a + 1..candidates.len() {
-            let (mut either, mut equal, mut lag_ms) = (0u32, 0u32, 0i64);
+            let (mut either, mut equal) = (0u32, 0u32);
             for profile in &profiles {
-                let ((count_a, last_a), (count_b, last_b)) = (profile[a], profile[b]);
+                let (count_a, count_b) = (profile[a], profile[b]);
                 if count_a == 0 && count_b == 0 {
                     continue;
                 }
@@ -371,20 +555,120 @@ fn mine_invariants(
                 if count_a == count_b {
                     equal += 1;
                 }
-                if count_a > 0 && count_b > 0 {
-                    lag_ms = lag_ms.max((last_a - last_b).abs());
-                }
             }
             if either > 0 && f64::from(equal) >= params.invariant_hold * f64::from(either) {
                 invariants.push(Invariant {
                     first: TemplateId(candidates[a] as u32),
                     second: TemplateId(candidates[b] as u32),
-                    lag_ms,
+                    terms: Vec::new(),
+                    lag_ms: 0,
                 });
             }
         }
     }
     invariants
+}
+
+/// Refines a pairwise invariant by the training sessions it does not hold in: greedily adds
+/// the template and coefficient (see [`REFINEMENT_COEFFICIENTS`]) that leave the fewest
+/// sessions unbalanced (among the sessions containing any of its templates), while that
+/// number strictly falls, up to `max_terms` templates. A pair "every Receiving has its
+/// Received" whose exceptions all carry one re-replication becomes "Receiving + replication =
+/// Received"; a template outside every exception can only add exceptions and is not tried.
+/// Ties go to the lower template id, then the order of the coefficients.
+fn refine(counts: &CountTable, mut invariant: Invariant, max_terms: usize) -> Invariant {
+    let sessions = counts.sessions.len();
+    // Per session: the invariant's residual.
+    let mut residual = vec![0i64; sessions];
+    for (template, coefficient) in invariant.coefficients() {
+        for &(session, count) in &counts.postings[template.0 as usize] {
+            residual[session] += coefficient * i64::from(count);
+        }
+    }
+    let mut exceptions = residual.iter().filter(|&&r| r != 0).count();
+    for _ in 0..max_terms {
+        if exceptions == 0 {
+            break;
+        }
+        let used: HashSet<TemplateId> = invariant.coefficients().map(|(t, _)| t).collect();
+        let mut tried: Vec<u32> = (0..sessions)
+            .filter(|&session| residual[session] != 0)
+            .flat_map(|session| counts.sessions[session].iter().map(|&(id, _)| id))
+            .filter(|id| !used.contains(&TemplateId(*id)))
+            .collect();
+        tried.sort_unstable();
+        tried.dedup();
+        let mut best: Option<(usize, TemplateId, i64)> = None;
+        for id in tried {
+            let template = TemplateId(id);
+            for coefficient in REFINEMENT_COEFFICIENTS {
+                // Only the sessions containing the template change.
+                let mut after = exceptions;
+                for &(session, count) in &counts.postings[id as usize] {
+                    let before = residual[session];
+                    let changed = before + coefficient * i64::from(count);
+                    after = after + usize::from(changed != 0) - usize::from(before != 0);
+                }
+                if after < best.map_or(exceptions, |(fewest, _, _)| fewest) {
+                    best = Some((after, template, coefficient));
+                }
+            }
+        }
+        let Some((after, template, coefficient)) = best else {
+            break;
+        };
+        for &(session, count) in &counts.postings[template.0 as usize] {
+            residual[session] += coefficient * i64::from(count);
+        }
+        exceptions = after;
+        invariant.terms.push((template, coefficient));
+    }
+    invariant
+}
+
+/// Returns the longest time a training session that ends balanced was out of balance: how
+/// long the invariant may be broken while a session is still catching up. Events sharing a
+/// timestamp are applied together (their order within it is arbitrary).
+fn longest_imbalance_ms(ordered: &[Vec<SessionEvent>], invariant: &Invariant) -> i64 {
+    // Coefficient per template id (0 for templates outside the invariant).
+    let mut coefficients: Vec<i64> = Vec::new();
+    for (template, coefficient) in invariant.coefficients() {
+        let index = template.0 as usize;
+        if coefficients.len() <= index {
+            coefficients.resize(index + 1, 0);
+        }
+        coefficients[index] = coefficient;
+    }
+    let coefficient =
+        |template: TemplateId| coefficients.get(template.0 as usize).copied().unwrap_or(0);
+    let mut longest = 0i64;
+    for session in ordered {
+        if !session.iter().any(|event| coefficient(event.template) != 0) {
+            continue;
+        }
+        let (mut residual, mut since, mut session_longest) = (0i64, None::<i64>, 0i64);
+        let mut position = 0;
+        while position < session.len() {
+            let at_ms = session[position].timestamp_ms;
+            while position < session.len() && session[position].timestamp_ms == at_ms {
+                residual += coefficient(session[position].template);
+                position += 1;
+            }
+            match (residual != 0, since) {
+                (true, None) => since = Some(at_ms),
+                (false, Some(start_ms)) => {
+                    session_longest = session_longest.max(at_ms - start_ms);
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        // A session that ends unbalanced is an exception, not a delay.
+        if since.is_none() {
+            longest = longest.max(session_longest);
+        }
+    }
+    longest
 }
 
 #[cfg(test)]
@@ -490,6 +774,190 @@ mod tests {
                 .any(|finding| matches!(finding, SessionFinding::BrokenInvariant { .. })),
             "{assessed:?}"
         );
+    }
+
+    fn fit_on(
+        miner: &TemplateMiner,
+        sessions: &[Vec<SessionEvent>],
+        params: SessionWorkflowParams,
+    ) -> SessionWorkflow {
+        let set = SessionSet { sessions, miner };
+        params
+            .check()
+            .unwrap()
+            .fit(&DatasetBase::new(set, ()))
+            .unwrap()
+    }
+
+    fn events(
+        miner: &mut TemplateMiner,
+        start_ms: i64,
+        lines: &[(i64, &str)],
+    ) -> Vec<SessionEvent> {
+        lines
+            .iter()
+            .map(|&(offset, line)| SessionEvent {
+                timestamp_ms: start_ms + offset * SECOND,
+                template: miner.add(line, 9).id,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_session_stuck_at_a_state_stalls_where_its_template_alone_would_wait() {
+        // The first step waits ten minutes for the second, the second is followed at once.
+        let job = [
+            (0, "open session"),
+            (1, "Processing step of job"),
+            (601, "Processing step of job"),
+            (602, "closing the finished session now"),
+        ];
+        let mut miner = TemplateMiner::new(TemplateMiner::params().check().unwrap());
+        let sessions: Vec<Vec<SessionEvent>> = (0..300)
+            .map(|i| events(&mut miner, i * 1000 * SECOND, &job))
+            .collect();
+        let stuck = events(&mut miner, 0, &job[..3]);
+        let model = fit_on(&miner, &sessions, SessionWorkflow::params());
+        assert!(model.states() >= 4, "{}", model.states());
+        // Between the steps, a wait of a minute is nothing unusual.
+        assert!(
+            model
+                .assess(&stuck[..2], 61 * SECOND, &miner)
+                .findings
+                .is_empty()
+        );
+        // After the second step, it is: sessions go on within a second there.
+        let assessed = model.assess(&stuck, 661 * SECOND, &miner);
+        assert!(assessed.score >= 70.0, "{assessed:?}");
+        assert!(matches!(
+            assessed.findings.as_slice(),
+            [SessionFinding::Stalled { limit_ms: 5000, .. }]
+        ));
+        // Judged by the template over all its occurrences (ten minutes), it is not stalled.
+        let by_template = fit_on(
+            &miner,
+            &sessions,
+            SessionWorkflow::params().min_state_sessions(u32::MAX),
+        );
+        assert_eq!(by_template.states(), 0);
+        assert!(
+            by_template
+                .assess(&stuck, 661 * SECOND, &miner)
+                .findings
+                .is_empty()
+        );
+        // A state reached by fewer sessions than `min_state_sessions` falls back the same way.
+        let too_few = fit_on(
+            &miner,
+            &sessions,
+            SessionWorkflow::params().min_state_sessions(301),
+        );
+        assert!(
+            too_few
+                .assess(&stuck, 661 * SECOND, &miner)
+                .findings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_refined_invariant_accepts_the_exceptions_it_explains() {
+        let normal = [
+            (0, "allocate block for file"),
+            (10, "ask datanode to delete block"),
+            (11, "Deleting block file from disk now"),
+        ];
+        // One session in a hundred re-replicates its block, and the extra replica is deleted.
+        let replicated = [
+            (0, "allocate block for file"),
+            (5, "replicate block to datanode"),
+            (6, "Deleting block file from disk now"),
+            (10, "ask datanode to delete block"),
+            (11, "Deleting block file from disk now"),
+        ];
+        let mut miner = TemplateMiner::new(TemplateMiner::params().check().unwrap());
+        let sessions: Vec<Vec<SessionEvent>> = (0..300)
+            .map(|i| {
+                let lines: &[(i64, &str)] = if i % 100 == 50 { &replicated } else { &normal };
+                events(&mut miner, i * 100 * SECOND, lines)
+            })
+            .collect();
+        let unexplained = events(
+            &mut miner,
+            0,
+            &[normal[0], normal[1], normal[2], (12, normal[2].1)],
+        );
+        let explained = events(&mut miner, 0, &replicated);
+        let replicate = miner.add("replicate block to datanode", 9).id;
+        let now = 10_000 * SECOND;
+        let broken = |assessment: &SessionAssessment| {
+            assessment
+                .findings
+                .iter()
+                .any(|finding| matches!(finding, SessionFinding::BrokenInvariant { .. }))
+        };
+
+        let model = fit_on(&miner, &sessions, SessionWorkflow::params());
+        assert!(
+            model
+                .invariants
+                .iter()
+                .any(|invariant| invariant.terms == [(replicate, 1)]
+                    || invariant.terms == [(replicate, -1)])
+        );
+        let assessed = model.assess(&explained, now, &miner);
+        assert!(!broken(&assessed), "{assessed:?}");
+        let assessed = model.assess(&unexplained, now, &miner);
+        assert!(broken(&assessed), "{assessed:?}");
+        assert!(assessed.findings.iter().any(|finding| matches!(
+            finding,
+            SessionFinding::BrokenInvariant { terms, .. }
+                if terms.iter().any(|term| term.template == replicate && term.count == 0)
+        )));
+
+        // Pairs only: the replicated session breaks them.
+        let pairs = fit_on(
+            &miner,
+            &sessions,
+            SessionWorkflow::params().max_refinement_terms(0),
+        );
+        assert!(
+            pairs
+                .invariants
+                .iter()
+                .all(|invariant| invariant.terms.is_empty())
+        );
+        assert!(broken(&pairs.assess(&explained, now, &miner)));
+    }
+
+    #[test]
+    fn invariant_lag_is_the_longest_imbalance_of_sessions_that_end_balanced() {
+        let (x, y, z) = (TemplateId(0), TemplateId(1), TemplateId(2));
+        let at = |seconds: i64, template: TemplateId| SessionEvent {
+            timestamp_ms: seconds * SECOND,
+            template,
+        };
+        let invariant = Invariant {
+            first: x,
+            second: y,
+            terms: Vec::new(),
+            lag_ms: 0,
+        };
+        let sessions = vec![
+            // Unbalanced for 10 s, then for 30 s.
+            vec![at(0, x), at(10, y), at(100, x), at(130, y), at(5000, z)],
+            // Events sharing a timestamp are applied together, whatever their order.
+            vec![at(0, y), at(0, x), at(9000, z)],
+            // Ends unbalanced: an exception, not a delay.
+            vec![at(0, x), at(9000, z)],
+        ];
+        assert_eq!(longest_imbalance_ms(&sessions, &invariant), 30 * SECOND);
+        let refined = Invariant {
+            terms: vec![(z, 1)],
+            ..invariant
+        };
+        // x - y + z: the first session ends at +1, the second at +1, the third at +2.
+        assert_eq!(longest_imbalance_ms(&sessions, &refined), 0);
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub enum SessionWorkflowParamsError {
     /// `min_lag_ms` must not be negative.
     #[error("min_lag_ms must not be negative, got {0}")]
     MinLagMs(i64),
+    /// `min_state_sessions` must be at least 1.
+    #[error("min_state_sessions must be at least 1, got {0}")]
+    MinStateSessions(u32),
+    /// `max_refinement_terms` must be at most 16.
+    #[error("max_refinement_terms must be at most 16, got {0}")]
+    MaxRefinementTerms(usize),
 }
 
 /// An error of fitting the session workflow model.

@@ -4,6 +4,10 @@ use linfa::ParamGuard;
 
 use super::error::SessionWorkflowParamsError;
 
+/// Upper bound of `max_refinement_terms` (each term adds a pass over the training sessions per
+/// template tried).
+const MAX_REFINEMENT_TERMS: usize = 16;
+
 /// Checked parameters of [`SessionWorkflow`](super::SessionWorkflow).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionWorkflowValidParams {
@@ -13,6 +17,8 @@ pub struct SessionWorkflowValidParams {
     pub(crate) invariant_support: f64,
     pub(crate) invariant_hold: f64,
     pub(crate) min_lag_ms: i64,
+    pub(crate) min_state_sessions: u32,
+    pub(crate) max_refinement_terms: usize,
 }
 
 impl SessionWorkflowValidParams {
@@ -45,6 +51,17 @@ impl SessionWorkflowValidParams {
     pub fn min_lag_ms(&self) -> i64 {
         self.min_lag_ms
     }
+
+    /// Returns the fewest training sessions a workflow state needs for its own waits and
+    /// endings to be used.
+    pub fn min_state_sessions(&self) -> u32 {
+        self.min_state_sessions
+    }
+
+    /// Returns the most templates added to a count invariant to explain its exceptions.
+    pub fn max_refinement_terms(&self) -> usize {
+        self.max_refinement_terms
+    }
 }
 
 /// Unchecked parameters of [`SessionWorkflow`](super::SessionWorkflow), from
@@ -60,7 +77,11 @@ impl Default for SessionWorkflowParams {
 
 impl SessionWorkflowParams {
     /// Returns the defaults: `novel_fraction` 0.004, `rare_fraction` 0.02, `timeout_margin` 5,
-    /// `invariant_support` 0.01, `invariant_hold` 0.98, `min_lag_ms` 60000.
+    /// `invariant_support` 0.01, `invariant_hold` 0.98, `min_lag_ms` 60000,
+    /// `min_state_sessions` 50 (`1 / rare_fraction`: the fewest sessions in which a share at the
+    /// rare level is expected once), `max_refinement_terms` 8 (a bound on the fit's work: terms
+    /// are added only while they strictly reduce the exceptions, which rarely takes more than
+    /// two or three).
     pub fn new() -> Self {
         SessionWorkflowParams(SessionWorkflowValidParams {
             novel_fraction: 0.004,
@@ -69,6 +90,8 @@ impl SessionWorkflowParams {
             invariant_support: 0.01,
             invariant_hold: 0.98,
             min_lag_ms: 60_000,
+            min_state_sessions: 50,
+            max_refinement_terms: 8,
         })
     }
 
@@ -112,6 +135,21 @@ impl SessionWorkflowParams {
         self.0.min_lag_ms = min_lag_ms;
         self
     }
+
+    /// Sets the fewest training sessions (>= 1) that must reach a workflow state (a template's
+    /// n-th occurrence in a session) for the session ending and the longest wait seen there to
+    /// be used; rarer states fall back to the template's figures (`u32::MAX`: templates only).
+    pub fn min_state_sessions(mut self, min_state_sessions: u32) -> Self {
+        self.0.min_state_sessions = min_state_sessions;
+        self
+    }
+
+    /// Sets the most templates (0..=16) added to a pairwise count invariant to explain the
+    /// training sessions it does not hold in (0: pairs only).
+    pub fn max_refinement_terms(mut self, max_refinement_terms: usize) -> Self {
+        self.0.max_refinement_terms = max_refinement_terms;
+        self
+    }
 }
 
 fn validate(params: &SessionWorkflowValidParams) -> Result<(), SessionWorkflowParamsError> {
@@ -142,6 +180,16 @@ fn validate(params: &SessionWorkflowValidParams) -> Result<(), SessionWorkflowPa
     }
     if params.min_lag_ms < 0 {
         return Err(SessionWorkflowParamsError::MinLagMs(params.min_lag_ms));
+    }
+    if params.min_state_sessions == 0 {
+        return Err(SessionWorkflowParamsError::MinStateSessions(
+            params.min_state_sessions,
+        ));
+    }
+    if params.max_refinement_terms > MAX_REFINEMENT_TERMS {
+        return Err(SessionWorkflowParamsError::MaxRefinementTerms(
+            params.max_refinement_terms,
+        ));
     }
     Ok(())
 }
@@ -245,5 +293,32 @@ mod tests {
             .check()
             .unwrap_err();
         assert_eq!(error, SessionWorkflowParamsError::MinLagMs(-1));
+    }
+
+    #[test]
+    fn rejects_min_state_sessions() {
+        let error = SessionWorkflowParams::new()
+            .min_state_sessions(0)
+            .check()
+            .unwrap_err();
+        assert_eq!(error, SessionWorkflowParamsError::MinStateSessions(0));
+    }
+
+    #[test]
+    fn rejects_max_refinement_terms() {
+        assert!(
+            SessionWorkflowParams::new()
+                .max_refinement_terms(MAX_REFINEMENT_TERMS)
+                .check()
+                .is_ok()
+        );
+        let error = SessionWorkflowParams::new()
+            .max_refinement_terms(MAX_REFINEMENT_TERMS + 1)
+            .check()
+            .unwrap_err();
+        assert_eq!(
+            error,
+            SessionWorkflowParamsError::MaxRefinementTerms(MAX_REFINEMENT_TERMS + 1)
+        );
     }
 }
