@@ -20,7 +20,7 @@ use crate::config::DetectorConfig;
 use crate::detect::stages::StageScorer;
 use crate::detect::{LogFeed, Suppressor};
 use crate::sink::elasticsearch::{EsDocument, Redactor, SinkInput};
-use crate::sink::local::StoreBatch;
+use crate::sink::local::{LogChunk, StoreBatch};
 use crate::telemetry::{AppTelemetry, ReasonLabel};
 
 /// Maps the `[detector]` section onto the detector's parameters.
@@ -67,6 +67,7 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
         scores,
         anomalies,
         lag: Vec::new(),
+        log_chunks: Vec::new(),
     }
 }
 
@@ -80,6 +81,23 @@ pub fn redact_logs(redactor: &Redactor, logs: &mut [LogRecord]) {
             log.body = body;
         }
         redactor.redact_value(&mut log.attributes);
+    }
+}
+
+/// Encodes the store's log records; records that cannot be encoded are counted as dropped.
+fn encode_log_chunks(records: &[LogRecord], telemetry: &AppTelemetry) -> Vec<LogChunk> {
+    match LogChunk::encode(records) {
+        Ok(chunks) => chunks,
+        Err(err) => {
+            warn!(error = %err, records = records.len(), "log records cannot be encoded; not stored");
+            telemetry
+                .store_dropped_rows
+                .get_or_create(&ReasonLabel {
+                    reason: "encode_error".to_owned(),
+                })
+                .inc_by(records.len() as u64);
+            Vec::new()
+        }
     }
 }
 
@@ -186,18 +204,27 @@ pub async fn run_detector(detector: DetectorLoop) {
         if let Some(suppressor) = &suppressor {
             suppressor.filter(&mut batch.anomalies).await;
         }
+        // Records are redacted before anything keeps them (the log detector's templates
+        // included); the store's share is encoded here, so the records themselves move on to
+        // the log detector without a copy.
+        let mut records = std::mem::take(&mut batch.signals.logs);
         let limited = match &mut logs {
-            // Every record is offered to the log detector (which never blocks and applies its
-            // own cap); the store keeps what its rate limit allows.
-            Some(feed) if !batch.signals.logs.is_empty() => {
-                let all = std::mem::take(&mut batch.signals.logs);
-                let keep = log_limit.allow(all.len(), Instant::now());
-                batch.signals.logs = all[..keep].to_vec();
-                let removed = all.len() - keep;
-                feed.offer(all);
+            Some(feed) if !records.is_empty() => {
+                redact_logs(&redactor, &mut records);
+                let keep = log_limit.allow(records.len(), Instant::now());
+                batch.log_chunks = encode_log_chunks(&records[..keep], &telemetry);
+                let removed = records.len() - keep;
+                // Every record is offered to the log detector (which never blocks and applies
+                // its own cap).
+                feed.offer(records);
                 removed
             }
-            _ => log_limit.apply(&mut batch.signals.logs, Instant::now()),
+            _ => {
+                let removed = log_limit.apply(&mut records, Instant::now());
+                redact_logs(&redactor, &mut records);
+                batch.log_chunks = encode_log_chunks(&records, &telemetry);
+                removed
+            }
         };
         if limited > 0 {
             telemetry
@@ -207,7 +234,6 @@ pub async fn run_detector(detector: DetectorLoop) {
                 })
                 .inc_by(limited as u64);
         }
-        redact_logs(&redactor, &mut batch.signals.logs);
         telemetry.detector_points_scored.inc_by(points);
         telemetry
             .detector_anomalies
@@ -241,7 +267,8 @@ pub async fn run_detector(detector: DetectorLoop) {
             warn!("alerting stopped before the detector; its inputs are dropped");
         }
         if store_closed {
-            let rows = batch.signals.points.len() + batch.signals.logs.len();
+            let rows = batch.signals.points.len()
+                + batch.log_chunks.iter().map(|c| c.count).sum::<usize>();
             telemetry
                 .store_dropped_rows
                 .get_or_create(&ReasonLabel {

@@ -87,6 +87,7 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
             continuing: false,
         }],
         lag: Vec::new(),
+        log_chunks: Vec::new(),
     })
     .await
     .unwrap();

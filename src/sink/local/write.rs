@@ -32,6 +32,51 @@ pub struct StoreBatch {
     pub anomalies: Vec<Anomaly>,
     /// Kafka lag reports: latest group verdicts, status changes and the window state.
     pub lag: Vec<LagReport>,
+    /// Log records already encoded for the store (the detector loop encodes them, so the
+    /// records themselves go on to the log detector without a copy). Records left in
+    /// `signals.logs` are encoded by the writer.
+    pub log_chunks: Vec<LogChunk>,
+}
+
+/// Log records of one stage, encoded as the store keeps them: a JSON array in arrival order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogChunk {
+    /// Stage of every record of the chunk.
+    pub stage: String,
+    /// Earliest and latest record time, Unix milliseconds.
+    pub min_ts_ms: i64,
+    pub max_ts_ms: i64,
+    /// Number of records.
+    pub count: usize,
+    /// The records as a JSON array.
+    pub json: String,
+}
+
+impl LogChunk {
+    /// Encodes `logs` as one chunk per stage (stages in order of first appearance).
+    ///
+    /// # Errors
+    /// When a record cannot be encoded as JSON.
+    pub fn encode(logs: &[LogRecord]) -> Result<Vec<LogChunk>, serde_json::Error> {
+        let mut stages: Vec<&str> = Vec::new();
+        for log in logs {
+            if !stages.contains(&log.stage.as_str()) {
+                stages.push(&log.stage);
+            }
+        }
+        let mut chunks = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let records: Vec<&LogRecord> = logs.iter().filter(|l| l.stage == stage).collect();
+            chunks.push(LogChunk {
+                stage: stage.to_owned(),
+                min_ts_ms: records.iter().map(|l| l.timestamp_ms).min().unwrap_or(0),
+                max_ts_ms: records.iter().map(|l| l.timestamp_ms).max().unwrap_or(0),
+                count: records.len(),
+                json: serde_json::to_string(&records)?,
+            });
+        }
+        Ok(chunks)
+    }
 }
 
 /// Limits of the store writer (from `[store]`).
@@ -275,6 +320,7 @@ fn batch_rows(batch: &StoreBatch) -> usize {
     s.points.len()
         + s.stage_windows.len()
         + s.logs.len()
+        + batch.log_chunks.iter().map(|c| c.count).sum::<usize>()
         + s.job_runs.len()
         + batch.anomalies.len()
         + batch.lag.len()
@@ -485,7 +531,12 @@ fn write_batch(
         ])?;
         counts.stage_windows += 1;
     }
-    write_log_chunks(tx, &signals.logs, counts)?;
+    if !signals.logs.is_empty() {
+        let chunks = LogChunk::encode(&signals.logs)
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        write_log_chunks(tx, &chunks, counts)?;
+    }
+    write_log_chunks(tx, &batch.log_chunks, counts)?;
     for run in &signals.job_runs {
         let status = match run.status {
             pipewarden_collector::JobStatus::Ok => "ok",
@@ -537,39 +588,25 @@ fn write_batch(
     Ok(())
 }
 
-/// Writes the batch's log records as one chunk per stage (records in arrival order).
+/// Writes log chunks, one row each.
 fn write_log_chunks(
     tx: &Transaction<'_>,
-    logs: &[LogRecord],
+    chunks: &[LogChunk],
     counts: &mut WriteCounts,
 ) -> rusqlite::Result<()> {
-    if logs.is_empty() {
-        return Ok(());
-    }
-    // Stages in order of first appearance; a batch usually holds one or a few.
-    let mut stages: Vec<&str> = Vec::new();
-    for log in logs {
-        if !stages.contains(&log.stage.as_str()) {
-            stages.push(&log.stage);
-        }
-    }
-    let mut json = Vec::with_capacity(256 * logs.len() / stages.len());
-    for stage in stages {
-        let chunk: Vec<&LogRecord> = logs.iter().filter(|l| l.stage == stage).collect();
-        json.clear();
-        serde_json::to_writer(&mut json, &chunk)
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-        let min_ts = chunk.iter().map(|l| l.timestamp_ms).min().unwrap_or(0);
-        let max_ts = chunk.iter().map(|l| l.timestamp_ms).max().unwrap_or(0);
-        // serde_json writes valid UTF-8.
-        let text = std::str::from_utf8(&json)
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    for chunk in chunks {
         tx.prepare_cached(
             "INSERT INTO log_chunks (stage, min_ts_ms, max_ts_ms, count, records)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![stage, min_ts, max_ts, chunk.len() as i64, text])?;
-        counts.logs += chunk.len() as u64;
+        .execute(params![
+            chunk.stage,
+            chunk.min_ts_ms,
+            chunk.max_ts_ms,
+            chunk.count as i64,
+            chunk.json
+        ])?;
+        counts.logs += chunk.count as u64;
     }
     Ok(())
 }
@@ -870,5 +907,36 @@ mod tests {
             (3, 3),
             "the chunk that only holds old records is gone, the one with a newer record stays"
         );
+    }
+
+    #[tokio::test]
+    async fn pre_encoded_chunks_read_back_as_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let telemetry = AppTelemetry::register(&mut registry);
+        let limits = StoreLimits {
+            max_batches_per_transaction: 4,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_secs(10),
+        };
+        let mut writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let records = vec![log("a", 0), log("b", 1), log("a", 2)];
+        let chunks = LogChunk::encode(&records).unwrap();
+        assert_eq!(chunks.len(), 2, "one chunk per stage");
+        assert_eq!(
+            (chunks[0].count, chunks[0].min_ts_ms, chunks[0].max_ts_ms),
+            (2, records[0].timestamp_ms, records[2].timestamp_ms)
+        );
+        let batch = StoreBatch {
+            log_chunks: chunks,
+            ..StoreBatch::default()
+        };
+        assert_eq!(batch_rows(&batch), 3);
+        writer.write(&[batch]).unwrap();
+        drop(writer);
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let (a, total) = reader.logs(Some("a".into()), 10).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(a, vec![records[2].clone(), records[0].clone()]);
     }
 }
