@@ -63,7 +63,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
-use crate::otlp::{Admitted, OtlpRequest};
+use crate::otlp::scan::PointView;
+use crate::otlp::{Admitted, OtlpRequest, RawMetrics};
 use crate::signal::{
     JobRun, JobStatus, LogRecord, SeriesPoint, SignalBatch, StageWindow, series_key,
 };
@@ -286,6 +287,8 @@ pub(crate) struct Deriver {
     log_records: RecordBudget,
     /// Scratch buffer holding the stage of the item being derived.
     stage: String,
+    /// Series of scanned data points, by their raw bytes.
+    series_cache: SeriesCache,
     output_closed: bool,
 }
 
@@ -308,6 +311,7 @@ impl Deriver {
             rng: SplitMix64(RESERVOIR_SEED),
             log_records: RecordBudget::new(settings.max_log_records_per_second),
             stage: String::new(),
+            series_cache: SeriesCache::new(settings.max_series),
             output_closed: false,
             settings,
             telemetry,
@@ -389,6 +393,7 @@ impl Deriver {
         match request {
             OtlpRequest::Traces(request) => self.derive_traces(request),
             OtlpRequest::Metrics(request) => self.derive_metrics(request, now_ms),
+            OtlpRequest::MetricsRaw(request) => self.derive_raw_metrics(&request, now_ms),
             OtlpRequest::Logs(request) => self.derive_logs(request, now_ms),
         }
         drop(permit);
@@ -705,17 +710,7 @@ impl Deriver {
         } else {
             nanos_to_ms(time_unix_nano)
         };
-        let mut series_attributes: Vec<(String, String)> = attributes
-            .iter()
-            .map(|kv| {
-                let mut value = String::new();
-                if let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    write_value(&mut value, v);
-                }
-                (kv.key.clone(), value)
-            })
-            .collect();
-        series_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+        let series_attributes = series_attributes(attributes);
 
         let mut over_cap = false;
         let mut non_finite = false;
@@ -756,6 +751,79 @@ impl Deriver {
             }
         }
         self.count_point_drops(over_cap, non_finite);
+    }
+
+    /// Derives the data points of a scanned request, like [`Deriver::derive_metrics`] does for
+    /// a decoded one (same series, stages, order and drops). Points screened out at the intake
+    /// (metric without a name, point without a value) are skipped.
+    fn derive_raw_metrics(&mut self, request: &RawMetrics, now_ms: i64) {
+        let contexts: Vec<ResourceContext> = (0..request.resource_count())
+            .map(|i| {
+                ResourceContext::new(
+                    &self.settings.stage_attributes,
+                    request.resource(i).as_ref(),
+                )
+            })
+            .collect();
+        for view in request.points() {
+            let Some(value) = view.point.value else {
+                continue;
+            };
+            if view.name.is_empty() {
+                continue;
+            }
+            if let Some(context) = contexts.get(view.resource) {
+                self.derive_raw_point(context, &view, value, now_ms);
+            }
+        }
+    }
+
+    fn derive_raw_point(
+        &mut self,
+        context: &ResourceContext,
+        view: &PointView<'_>,
+        value: f64,
+        now_ms: i64,
+    ) {
+        let series = self
+            .series_cache
+            .resolve(&self.settings.stage_attributes, context, view);
+        let Some(acc) = stage_entry(&mut self.stages, &series.stage, self.settings.max_stages)
+        else {
+            self.telemetry
+                .dropped(Signal::MetricPoints, "max_stages", 1);
+            return;
+        };
+        acc.metric_points += 1;
+        let time_unix_nano = view.point.time_unix_nano;
+        let timestamp_ms = if time_unix_nano == 0 {
+            now_ms
+        } else {
+            nanos_to_ms(time_unix_nano)
+        };
+        if !value.is_finite() {
+            self.telemetry
+                .dropped(Signal::MetricPoints, "non_finite", 1);
+            return;
+        }
+        // A key admitted in this window stays in the table until the window closes: admitting
+        // it again would change nothing.
+        if series.admitted_in != Some(self.window_index) {
+            if !self.series.admit(&series.key, self.window_index) {
+                self.telemetry
+                    .dropped(Signal::MetricPoints, "cardinality", 1);
+                return;
+            }
+            series.admitted_in = Some(self.window_index);
+        }
+        self.pending.points.push(SeriesPoint {
+            key: series.key.clone(),
+            stage: series.stage.clone(),
+            name: series.name.clone(),
+            attributes: series.attributes.clone(),
+            timestamp_ms,
+            value,
+        });
     }
 
     /// Counts a data point dropped (some of its values) for the cardinality cap or a non-finite
@@ -904,6 +972,110 @@ impl CountSumNames {
             (self.count.as_str(), count as f64),
             (self.sum.as_str(), sum.unwrap_or(f64::NAN)),
         ]
+    }
+}
+
+/// The series attributes of a data point: values as text, sorted by key.
+fn series_attributes(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    let mut series_attributes: Vec<(String, String)> = attributes
+        .iter()
+        .map(|kv| {
+            let mut value = String::new();
+            if let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                write_value(&mut value, v);
+            }
+            (kv.key.clone(), value)
+        })
+        .collect();
+    series_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    series_attributes
+}
+
+/// What the points of one series carry, resolved once from the raw bytes of a data point.
+#[derive(Debug)]
+struct CachedSeries {
+    stage: String,
+    name: String,
+    key: String,
+    attributes: Vec<(String, String)>,
+    /// The last window the key was admitted in under the `max_series` cap.
+    admitted_in: Option<u64>,
+}
+
+/// Series of scanned data points by their raw bytes: resource stage context, metric name and the
+/// encoded attributes. The same bytes always resolve to the same series (the stage attributes
+/// are fixed), so a hit is exact; the cache only saves building the key again. Bounded: it
+/// starts over when full.
+#[derive(Debug)]
+struct SeriesCache {
+    /// Index into `series` by raw bytes.
+    index: HashMap<Box<[u8]>, usize>,
+    series: Vec<CachedSeries>,
+    max_entries: usize,
+    /// Scratch buffer for the lookup key.
+    scratch: Vec<u8>,
+}
+
+impl SeriesCache {
+    fn new(max_series: usize) -> Self {
+        Self {
+            index: HashMap::new(),
+            series: Vec::new(),
+            max_entries: max_series.saturating_mul(2).clamp(1024, 1 << 17),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Returns the series of a data point, resolving it on a miss.
+    fn resolve(
+        &mut self,
+        stage_attributes: &[String],
+        context: &ResourceContext,
+        view: &PointView<'_>,
+    ) -> &mut CachedSeries {
+        // 0xff never occurs in UTF-8, so the parts cannot run into each other; the raw
+        // attributes come last.
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.extend_from_slice(context.service.as_bytes());
+        scratch.push(0xff);
+        match &context.refinement {
+            Some(refinement) => {
+                scratch.push(1);
+                scratch.extend_from_slice(refinement.as_bytes());
+            }
+            None => scratch.push(0),
+        }
+        scratch.push(0xff);
+        scratch.extend_from_slice(view.name.as_bytes());
+        scratch.push(0xff);
+        scratch.extend_from_slice(view.attributes);
+        let slot = match self.index.get(self.scratch.as_slice()) {
+            Some(&slot) => slot,
+            None => {
+                let attributes = RawMetrics::attributes(view.attributes);
+                let mut stage = String::new();
+                write_stage(&mut stage, stage_attributes, context, &attributes);
+                let attributes = series_attributes(&attributes);
+                let series = CachedSeries {
+                    key: series_key(&stage, view.name, &attributes),
+                    stage,
+                    name: view.name.to_owned(),
+                    attributes,
+                    admitted_in: None,
+                };
+                if self.series.len() >= self.max_entries {
+                    self.index.clear();
+                    self.series.clear();
+                }
+                self.series.push(series);
+                let slot = self.series.len() - 1;
+                self.index
+                    .insert(self.scratch.clone().into_boxed_slice(), slot);
+                slot
+            }
+        };
+        &mut self.series[slot]
     }
 }
 

@@ -1,7 +1,8 @@
 //! Throughput of the detector's hot paths, each beside a trivial baseline in the same run:
 //! points per second of the robust baseline (windowed Gaussian baseline), per model and through
 //! the series bank; vectors per second of the embedding monitor (distance to the running mean);
-//! lines per second of template mining (hashing the line).
+//! lines per second of template mining (hashing the line); log records per second of template
+//! mining plus schema drift (the log detector's per-record work in this crate).
 //!
 //! Run with `cargo bench -p pipewarden-detector --bench score`; compare the models as ratios of
 //! their throughputs measured in the same run.
@@ -14,6 +15,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use linfa::ParamGuard;
 use pipewarden_detector::models::embedding_drift::EmbeddingDrift;
+use pipewarden_detector::models::schema_drift::{EventFields, FieldType, SchemaDrift};
 use pipewarden_detector::templates::TemplateMiner;
 use pipewarden_detector::{RobustBaseline, SeriesBank, WindowedGaussian};
 
@@ -171,11 +173,113 @@ fn bench_templates(c: &mut Criterion) {
     group.finish();
 }
 
+/// OTLP-like log records: a message of one of six shapes and 5-10 attributes (the shape of the
+/// attributes follows the message, with an optional field now and then), as the log detector
+/// sees them after flattening.
+fn log_records(count: usize) -> Vec<(String, Vec<(String, FieldType)>)> {
+    (0..count)
+        .map(|i| {
+            let kind = i % 6;
+            let message = match kind {
+                0 => format!("GET /api/orders/{i} completed status=200 in {}ms", i % 97),
+                1 => format!(
+                    "user {} logged in from 10.1.{}.{}",
+                    i % 1000,
+                    i % 250,
+                    i % 7
+                ),
+                2 => format!(
+                    "Receiving block blk_{i} src: /10.250.{}.7:50010 dest: /10.250.3.9:50010",
+                    i % 250
+                ),
+                3 => format!("PacketResponder {} for block blk_{i} terminating", i % 3),
+                4 => format!(
+                    "published {} messages to topic orders partition {}",
+                    i % 50,
+                    i % 12
+                ),
+                _ => format!(
+                    "job etl-{} finished rows={} retries={}",
+                    i % 9,
+                    i * 3,
+                    i % 2
+                ),
+            };
+            let mut fields: Vec<(String, FieldType)> = [
+                ("service.name", FieldType::String),
+                ("stage", FieldType::String),
+                ("host.name", FieldType::String),
+                ("thread.id", FieldType::Number),
+                ("code.function", FieldType::String),
+            ]
+            .iter()
+            .map(|(path, field_type)| ((*path).to_owned(), *field_type))
+            .collect();
+            let extra: &[(&str, FieldType)] = match kind {
+                0 => &[
+                    ("http.method", FieldType::String),
+                    ("http.status_code", FieldType::Number),
+                    ("http.route", FieldType::String),
+                    ("duration_ms", FieldType::Number),
+                ],
+                1 => &[
+                    ("user.id", FieldType::Number),
+                    ("client.ip", FieldType::String),
+                ],
+                2 | 3 => &[("block.id", FieldType::String)],
+                4 => &[
+                    ("messaging.destination", FieldType::String),
+                    ("messaging.batch.size", FieldType::Number),
+                    ("messaging.partition", FieldType::Number),
+                ],
+                _ => &[
+                    ("job.name", FieldType::String),
+                    ("job.rows", FieldType::Number),
+                    ("job.retries", FieldType::Number),
+                    ("job.success", FieldType::Bool),
+                    ("job.tags", FieldType::Array),
+                ],
+            };
+            fields.extend(extra.iter().map(|(p, t)| ((*p).to_owned(), *t)));
+            if i % 17 == 0 {
+                fields.push(("exception.type".to_owned(), FieldType::String));
+            }
+            (message, fields)
+        })
+        .collect()
+}
+
+/// Per log record, what the log detector runs of this crate: template mining of the message
+/// and schema drift of the flattened attributes (given to the model in its reused buffer, as
+/// the log detector does).
+fn bench_log_records(c: &mut Criterion) {
+    let records = log_records(12_000);
+    let mut group = c.benchmark_group("log_record");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    let mut miner = TemplateMiner::new(TemplateMiner::params().check().unwrap());
+    let mut schema = SchemaDrift::new(SchemaDrift::params().check().unwrap());
+    let mut fields = EventFields::new();
+    group.bench_function("drain_and_schema_drift", |b| {
+        b.iter(|| {
+            for (message, attributes) in &records {
+                black_box(miner.add(message, 9));
+                fields.clear();
+                for (path, field_type) in attributes {
+                    fields.push(path, *field_type);
+                }
+                black_box(schema.observe_fields(&fields));
+            }
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_models,
     bench_bank,
     bench_embeddings,
-    bench_templates
+    bench_templates,
+    bench_log_records
 );
 criterion_main!(benches);

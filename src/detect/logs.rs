@@ -34,14 +34,16 @@
 //!   same way: a template unlike the recent ones is an outlier, a shift of the template mix is
 //!   drift.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 
 use linfa::traits::Fit;
 use linfa::{DatasetBase, ParamGuard};
 use pipewarden_collector::LogRecord;
 use pipewarden_detector::models::embedding_drift::{DriftReport, EmbeddingDrift};
 use pipewarden_detector::models::schema_drift::{
-    CHANGE_Z, FieldType, SchemaChange, SchemaDrift, SchemaDriftValidParams,
+    CHANGE_Z, EventFields, FieldType, SchemaChange, SchemaDrift, SchemaDriftValidParams,
 };
 use pipewarden_detector::models::session_workflow::{
     SessionEvent, SessionFinding, SessionSet, SessionWorkflow, SessionWorkflowValidParams,
@@ -166,8 +168,8 @@ pub struct LogDetector {
     stages: HashMap<String, StageLogs>,
     rates: SeriesBank,
     sessions: HashMap<SessionKey, OpenSession>,
-    /// Open sessions by (last activity, sequence): the idle ones first.
-    session_order: BTreeSet<(i64, u64, SessionKey)>,
+    /// Open sessions by (last activity, sequence; the sequence is unique): the idle ones first.
+    session_order: BTreeMap<(i64, u64), SessionKey>,
     seq: u64,
     latest_ms: i64,
     stage_skipped: u64,
@@ -175,6 +177,8 @@ pub struct LogDetector {
     embedding_stages: usize,
     embedding_skipped: u64,
     template_embedding_stages: usize,
+    /// Buffers of the record being flattened for the schema model (reused across records).
+    flat: Flattener,
 }
 
 impl LogDetector {
@@ -220,7 +224,7 @@ impl LogDetector {
             stages: HashMap::new(),
             rates: SeriesBank::new(rates),
             sessions: HashMap::new(),
-            session_order: BTreeSet::new(),
+            session_order: BTreeMap::new(),
             seq: 0,
             latest_ms: i64::MIN,
             stage_skipped: 0,
@@ -228,6 +232,7 @@ impl LogDetector {
             embedding_stages: 0,
             embedding_skipped: 0,
             template_embedding_stages: 0,
+            flat: Flattener::default(),
         })
     }
 
@@ -403,8 +408,8 @@ impl LogDetector {
         }
 
         if let Some(schema) = st.schema.as_mut() {
-            let fields = flatten_record(log);
-            for change in schema.observe(&fields) {
+            let fields = self.flat.flatten(log);
+            for change in schema.observe_fields(fields) {
                 if let Some(anomaly) = schema_anomaly(&log.stage, ts, &change, threshold) {
                     out.push(anomaly);
                 }
@@ -477,7 +482,7 @@ impl LogDetector {
     fn add_session_event(&mut self, key: SessionKey, event: SessionEvent, out: &mut Vec<Anomaly>) {
         if !self.sessions.contains_key(&key)
             && self.sessions.len() >= self.config.max_open_sessions
-            && let Some((_, _, oldest)) = self.session_order.first().cloned()
+            && let Some(oldest) = self.session_order.values().next().cloned()
         {
             self.session_evictions += 1;
             self.close_session(&oldest, event.timestamp_ms, out);
@@ -485,30 +490,47 @@ impl LogDetector {
         self.seq += 1;
         let seq = self.seq;
         let max_events = self.config.max_session_events;
-        let session = self
-            .sessions
-            .entry(key.clone())
-            .or_insert_with(|| OpenSession {
-                events: Vec::new(),
-                last_ms: event.timestamp_ms,
-                seq,
-            });
-        self.session_order
-            .remove(&(session.last_ms, session.seq, key.clone()));
-        if session.events.len() < max_events {
-            session.events.push(event);
+        match self.sessions.get_mut(&key) {
+            Some(session) => {
+                let key = self
+                    .session_order
+                    .remove(&(session.last_ms, session.seq))
+                    .unwrap_or(key);
+                if session.events.len() < max_events {
+                    session.events.push(event);
+                }
+                session.last_ms = session.last_ms.max(event.timestamp_ms);
+                session.seq = seq;
+                self.session_order.insert((session.last_ms, seq), key);
+            }
+            None => {
+                let mut events = Vec::new();
+                if max_events > 0 {
+                    events.push(event);
+                }
+                self.session_order
+                    .insert((event.timestamp_ms, seq), key.clone());
+                self.sessions.insert(
+                    key,
+                    OpenSession {
+                        events,
+                        last_ms: event.timestamp_ms,
+                        seq,
+                    },
+                );
+            }
         }
-        session.last_ms = session.last_ms.max(event.timestamp_ms);
-        session.seq = seq;
-        self.session_order.insert((session.last_ms, seq, key));
     }
 
     fn close_idle_sessions(&mut self, now_ms: i64, out: &mut Vec<Anomaly>) {
         let timeout_ms = i64::try_from(self.config.session_timeout.as_millis()).unwrap_or(i64::MAX);
-        while let Some((last_ms, _, key)) = self.session_order.first().cloned() {
+        while let Some((&(last_ms, _), _)) = self.session_order.first_key_value() {
             if last_ms.saturating_add(timeout_ms) > now_ms {
                 break;
             }
+            let Some((_, key)) = self.session_order.pop_first() else {
+                break;
+            };
             self.close_session(&key, last_ms.saturating_add(timeout_ms), out);
         }
     }
@@ -517,8 +539,7 @@ impl LogDetector {
         let Some(session) = self.sessions.remove(key) else {
             return;
         };
-        self.session_order
-            .remove(&(session.last_ms, session.seq, key.clone()));
+        self.session_order.remove(&(session.last_ms, session.seq));
         let Some(st) = self.stages.get_mut(&key.0) else {
             return;
         };
@@ -816,34 +837,60 @@ fn numeric_array(value: Option<&Value>) -> Option<Vec<f64>> {
 /// Returns the flattened fields of a record: its attributes, and its body under `body.` when
 /// the body is a JSON object.
 pub fn flatten_record(log: &LogRecord) -> Vec<(String, FieldType)> {
-    let mut fields = Vec::new();
-    if let Value::Object(map) = &log.attributes {
-        flatten_object(map, "", 0, &mut fields);
-    }
-    let body = log.body.trim_start();
-    if body.starts_with('{')
-        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body)
-    {
-        flatten_object(&map, "body.", 0, &mut fields);
-    }
-    fields
+    let mut flat = Flattener::default();
+    flat.flatten(log)
+        .iter()
+        .map(|(path, field_type)| (path.to_owned(), field_type))
+        .collect()
 }
 
+/// Flattens records into reused buffers (see [`flatten_record`]).
+#[derive(Debug, Default)]
+struct Flattener {
+    path: String,
+    fields: EventFields,
+}
+
+impl Flattener {
+    /// Returns the flattened fields of `log`, valid until the next call.
+    fn flatten(&mut self, log: &LogRecord) -> &EventFields {
+        self.fields.clear();
+        if let Value::Object(map) = &log.attributes {
+            self.path.clear();
+            flatten_object(map, &mut self.path, 0, &mut self.fields);
+        }
+        let body = log.body.trim_start();
+        if body.starts_with('{')
+            && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body)
+        {
+            self.path.clear();
+            self.path.push_str("body.");
+            flatten_object(&map, &mut self.path, 0, &mut self.fields);
+        }
+        &self.fields
+    }
+}
+
+/// Appends the leaves of `map` to `out`, each path being `path` (the prefix) and the keys.
 fn flatten_object(
     map: &serde_json::Map<String, Value>,
-    prefix: &str,
+    path: &mut String,
     depth: usize,
-    out: &mut Vec<(String, FieldType)>,
+    out: &mut EventFields,
 ) {
+    let prefix_len = path.len();
     for (key, value) in map {
-        let path = format!("{prefix}{key}");
+        path.truncate(prefix_len);
+        path.push_str(key);
         match value {
             Value::Object(inner) if !inner.is_empty() && depth + 1 < MAX_SCHEMA_DEPTH => {
-                flatten_object(inner, &format!("{path}."), depth + 1, out);
+                path.push('.');
+                flatten_object(inner, path, depth + 1, out);
             }
-            other => out.push((path, field_type(other))),
+            other => out.push(path, field_type(other)),
         }
     }
+    path.truncate(prefix_len);
 }
 
 fn field_type(value: &Value) -> FieldType {

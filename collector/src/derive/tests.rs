@@ -795,3 +795,132 @@ proptest::proptest! {
         }
     }
 }
+
+/// A metrics request with everything the scan and the deriver must agree on: resources with
+/// and without a stage refinement, stage attributes on points, unsorted and non-string
+/// attributes, a repeated series, a sum of integers, a non-finite value, a point without a
+/// value, a metric without a name and a resource without `service.name`.
+fn mixed_metrics_request()
+-> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::ArrayValue;
+    use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
+
+    let mut first = metrics(
+        "orders",
+        vec![
+            gauge(
+                "queue.depth",
+                vec![
+                    gauge_point(vec![kv("queue", "q1"), kv("pipeline.stage", "load")], 3.0),
+                    gauge_point(
+                        vec![kv("z", "last"), int_kv("partition", 7), kv("a", "first")],
+                        4.0,
+                    ),
+                    gauge_point(vec![kv("queue", "q1"), kv("pipeline.stage", "load")], 5.0),
+                    gauge_point(vec![], f64::INFINITY),
+                ],
+            ),
+            Metric {
+                name: "rows".to_owned(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![
+                        NumberDataPoint {
+                            attributes: vec![KeyValue {
+                                key: "tags".to_owned(),
+                                value: Some(AnyValue {
+                                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                                        values: vec![AnyValue {
+                                            value: Some(any_value::Value::BoolValue(true)),
+                                        }],
+                                    })),
+                                }),
+                                ..Default::default()
+                            }],
+                            time_unix_nano: 0,
+                            value: Some(number_data_point::Value::AsInt(-12)),
+                            ..Default::default()
+                        },
+                        NumberDataPoint {
+                            time_unix_nano: 1_700_000_001_000_000_000,
+                            value: None,
+                            ..Default::default()
+                        },
+                    ],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            gauge("", vec![gauge_point(vec![], 1.0)]),
+        ],
+    );
+    let refined = metrics("ingest", vec![gauge("lag", vec![gauge_point(vec![], 9.0)])]);
+    let mut refined = refined.resource_metrics;
+    if let Some(resource) = refined[0].resource.as_mut() {
+        resource.attributes.push(kv("pipeline.stage", "extract"));
+    }
+    let mut anonymous = metrics(
+        "x",
+        vec![gauge("up", vec![gauge_point(vec![kv("k", "v")], 1.0)])],
+    );
+    anonymous.resource_metrics[0].resource = None;
+    first.resource_metrics.extend(refined);
+    first.resource_metrics.extend(anonymous.resource_metrics);
+    first
+}
+
+/// Derives `body` twice (the second time through a warm cache) and returns every batch and
+/// the drop counts.
+fn derive_encoded(body: &[u8], raw: bool, config: SignalsConfig) -> (Vec<SignalBatch>, [u64; 3]) {
+    use prost::Message;
+    let (mut deriver, telemetry) = deriver_with(config);
+    let mut batches = Vec::new();
+    for _ in 0..2 {
+        let mut request = if raw {
+            let scanned = crate::otlp::scan::scan_metrics(bytes::Bytes::copy_from_slice(body));
+            OtlpRequest::MetricsRaw(scanned.unwrap().expect("gauges and sums are scanned"))
+        } else {
+            OtlpRequest::Metrics(
+                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
+                    body,
+                )
+                .unwrap(),
+            )
+        };
+        crate::otlp::screen(&mut request);
+        feed(&mut deriver, &telemetry, request);
+        batches.push(std::mem::take(&mut deriver.pending));
+    }
+    batches.push(close(&mut deriver));
+    let drops = ["max_stages", "non_finite", "cardinality"]
+        .map(|reason| telemetry.dropped_count(Signal::MetricPoints, reason));
+    (batches, drops)
+}
+
+#[test]
+fn scanned_metrics_derive_exactly_like_decoded_ones() {
+    use prost::Message;
+    let body = mixed_metrics_request().encode_to_vec();
+    let decoded = derive_encoded(&body, false, SignalsConfig::default());
+    let scanned = derive_encoded(&body, true, SignalsConfig::default());
+    assert_eq!(scanned, decoded);
+    // Seven points with a value per request, one of them infinite.
+    assert_eq!(decoded.0[0].points.len(), 6, "{:#?}", decoded.0[0].points);
+    assert_eq!(decoded.1, [0, 2, 0]);
+
+    // Under tight caps the same points are dropped for the same reasons.
+    let few_stages = SignalsConfig {
+        max_stages: 2,
+        ..SignalsConfig::default()
+    };
+    let decoded = derive_encoded(&body, false, few_stages.clone());
+    assert_eq!(derive_encoded(&body, true, few_stages), decoded);
+    assert!(decoded.1[0] > 0, "{:?}", decoded.1);
+    let few_series = SignalsConfig {
+        max_series: 2,
+        ..SignalsConfig::default()
+    };
+    let decoded = derive_encoded(&body, false, few_series.clone());
+    assert_eq!(derive_encoded(&body, true, few_series), decoded);
+    assert!(decoded.1[2] > 0, "{:?}", decoded.1);
+}

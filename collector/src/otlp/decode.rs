@@ -35,7 +35,11 @@ pub fn decode_request(
     let decoded = match (encoding, kind) {
         (Encoding::Protobuf, SignalKind::Traces) => decode_protobuf(body).map(OtlpRequest::Traces),
         (Encoding::Protobuf, SignalKind::Metrics) => {
-            decode_protobuf(body).map(OtlpRequest::Metrics)
+            match super::scan::scan_metrics(body.clone()) {
+                Ok(Some(raw)) => Ok(OtlpRequest::MetricsRaw(raw)),
+                // Left to prost, or malformed: prost's error names the field.
+                Ok(None) | Err(_) => decode_protobuf(body).map(OtlpRequest::Metrics),
+            }
         }
         (Encoding::Protobuf, SignalKind::Logs) => decode_protobuf(body).map(OtlpRequest::Logs),
         (Encoding::Json, SignalKind::Traces) => decode_json(&body).map(OtlpRequest::Traces),

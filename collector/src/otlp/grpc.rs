@@ -7,36 +7,38 @@
 //! with `google.rpc.RetryInfo` when there is no budget or queue space.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
 
 use http::HeaderValue;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::util::MapResponseLayer;
 
-use super::{Accepted, Intake, OtlpRequest};
+use super::{Accepted, Encoding, Intake, OtlpRequest, SignalKind, decode_request};
 use crate::telemetry::{Outcome, Transport};
 
 /// The three OTLP export services over one [`Intake`].
@@ -137,23 +139,221 @@ pub(crate) async fn serve(
         .initial_stream_window_size(Some(GRPC_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW_BYTES))
         .layer(MapResponseLayer::new(decode_errors_as_invalid_argument))
-        .add_service(
-            TraceServiceServer::new(service.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            MetricsServiceServer::new(service.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            LogsServiceServer::new(service)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_bytes),
-        )
+        .add_service(ExportServer::<TraceExport>::new(
+            service.clone(),
+            max_message_bytes,
+        ))
+        .add_service(ExportServer::<MetricsExport>::new(
+            service.clone(),
+            max_message_bytes,
+        ))
+        .add_service(ExportServer::<LogsExport>::new(service, max_message_bytes))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// One of the three OTLP export services, as [`ExportServer`] serves it.
+pub(crate) trait ExportKind: Send + Sync + 'static {
+    /// Full gRPC service name.
+    const NAME: &'static str;
+    /// Which requests it takes.
+    const KIND: SignalKind;
+    /// Its response message.
+    type Response: Message + Default + Send + 'static;
+    /// Returns the response to an accepted request.
+    fn response(accepted: &Accepted) -> Self::Response;
+}
+
+/// `TraceService`.
+#[derive(Debug)]
+pub(crate) struct TraceExport;
+/// `MetricsService`.
+#[derive(Debug)]
+pub(crate) struct MetricsExport;
+/// `LogsService`.
+#[derive(Debug)]
+pub(crate) struct LogsExport;
+
+impl ExportKind for TraceExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const KIND: SignalKind = SignalKind::Traces;
+    type Response = ExportTraceServiceResponse;
+    fn response(accepted: &Accepted) -> Self::Response {
+        super::trace_response(accepted)
+    }
+}
+
+impl ExportKind for MetricsExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const KIND: SignalKind = SignalKind::Metrics;
+    type Response = ExportMetricsServiceResponse;
+    fn response(accepted: &Accepted) -> Self::Response {
+        super::metrics_response(accepted)
+    }
+}
+
+impl ExportKind for LogsExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const KIND: SignalKind = SignalKind::Logs;
+    type Response = ExportLogsServiceResponse;
+    fn response(accepted: &Accepted) -> Self::Response {
+        super::logs_response(accepted)
+    }
+}
+
+/// An OTLP export service that takes the request message as bytes and decodes it with the
+/// same decoder as the HTTP receiver (so metrics get the zero-copy scan, and the request size is
+/// the message length instead of a walk over the decoded message). Same protocol as the
+/// generated servers: unary `Export`, gzip accepted, `max_decoding_message_size` enforced by
+/// tonic; a message that does not decode is `INVALID_ARGUMENT` naming the field.
+#[derive(Debug)]
+pub(crate) struct ExportServer<K> {
+    service: OtlpGrpc,
+    max_message_bytes: usize,
+    kind: PhantomData<K>,
+}
+
+impl<K> Clone for ExportServer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            max_message_bytes: self.max_message_bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: ExportKind> ExportServer<K> {
+    pub(crate) fn new(service: OtlpGrpc, max_message_bytes: usize) -> Self {
+        Self {
+            service,
+            max_message_bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: ExportKind> NamedService for ExportServer<K> {
+    const NAME: &'static str = K::NAME;
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+impl<K, B> tower::Service<http::Request<B>> for ExportServer<K>
+where
+    K: ExportKind,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let is_export = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|path| path.strip_prefix(K::NAME))
+            == Some("/Export");
+        if !is_export {
+            return Box::pin(async {
+                Ok(Status::unimplemented("unknown method").into_http::<tonic::body::Body>())
+            });
+        }
+        let method = ExportMethod::<K> {
+            service: self.service.clone(),
+            kind: PhantomData,
+        };
+        let max_message_bytes = self.max_message_bytes;
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(ExportCodec::<K>(PhantomData))
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(max_message_bytes), None);
+            Ok(grpc.unary(method, request).await)
+        })
+    }
+}
+
+/// The `Export` method of one service: decodes and admits the request bytes.
+struct ExportMethod<K> {
+    service: OtlpGrpc,
+    kind: PhantomData<K>,
+}
+
+impl<K: ExportKind> tonic::server::UnaryService<bytes::Bytes> for ExportMethod<K> {
+    type Response = K::Response;
+    type Future = BoxFuture<Response<K::Response>, Status>;
+
+    fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
+        let service = self.service.clone();
+        Box::pin(async move {
+            let body = request.into_inner();
+            let size = body.len();
+            let request = match decode_request(K::KIND, Encoding::Protobuf, body) {
+                Ok(request) => request,
+                Err(err) => {
+                    service.intake.telemetry().request(
+                        Transport::Grpc,
+                        K::KIND.signal(),
+                        Outcome::Invalid,
+                    );
+                    return Err(Status::invalid_argument(err.to_string()));
+                }
+            };
+            let accepted = service.admit(request, size).await?;
+            Ok(Response::new(K::response(&accepted)))
+        })
+    }
+}
+
+/// Codec of [`ExportServer`]: the request message as bytes, the response with prost.
+struct ExportCodec<K>(PhantomData<K>);
+
+impl<K: ExportKind> Codec for ExportCodec<K> {
+    type Encode = K::Response;
+    type Decode = bytes::Bytes;
+    type Encoder = ResponseEncoder<K::Response>;
+    type Decoder = MessageBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        MessageBytes
+    }
+}
+
+/// Encodes a response message with prost.
+struct ResponseEncoder<M>(PhantomData<M>);
+
+impl<M: Message> Encoder for ResponseEncoder<M> {
+    type Item = M;
+    type Error = Status;
+
+    fn encode(&mut self, item: M, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|err| Status::internal(err.to_string()))
+    }
+}
+
+/// Takes a request message (already decompressed and size-checked by tonic) as bytes.
+struct MessageBytes;
+
+impl Decoder for MessageBytes {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 /// Maps tonic's own error answers onto the statuses OTLP clients act on, both in a
@@ -358,6 +558,146 @@ mod tests {
     ) -> impl tokio_stream::Stream<Item = Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>
     {
         tokio_stream::iter(vec![Ok(http_body::Frame::trailers(trailers))])
+    }
+
+    #[tokio::test]
+    async fn scanned_metrics_over_tcp_get_partial_success_and_bad_ones_invalid_argument() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+
+        let (intake, mut rx, telemetry) = intake(1 << 20, 8);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve(listener, intake, stop.clone().cancelled_owned()));
+        let mut client = MetricsServiceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap()
+            .send_compressed(CompressionEncoding::Gzip);
+        let mut no_value = gauge_point(vec![], 1.0);
+        no_value.value = None;
+        let request = metrics(
+            "svc",
+            vec![gauge(
+                "g",
+                vec![gauge_point(vec![kv("k", "v")], 1.0), no_value],
+            )],
+        );
+        let response = client.export(request).await.unwrap().into_inner();
+        let partial = response.partial_success.unwrap();
+        assert_eq!(partial.rejected_data_points, 1);
+        assert!(
+            partial
+                .error_message
+                .contains("neither as_double nor as_int"),
+            "{}",
+            partial.error_message
+        );
+        let admitted = rx.recv().await.unwrap();
+        assert!(matches!(admitted.request, OtlpRequest::MetricsRaw(_)));
+        assert_eq!(admitted.request.item_count(), 1);
+        assert_eq!(telemetry.accepted_count(Signal::MetricPoints), 1);
+
+        // A message with an invalid UTF-8 attribute key.
+        let mut body = metrics(
+            "svc",
+            vec![gauge("g", vec![gauge_point(vec![kv("\u{7f}", "v")], 1.0)])],
+        )
+        .encode_to_vec();
+        let at = body.iter().position(|b| *b == 0x7f).unwrap();
+        body[at] = 0xff;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        );
+        let status = grpc
+            .unary::<_, ExportMetricsServiceResponse, _>(
+                Request::new(bytes::Bytes::from(body)),
+                path,
+                RawClientCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("KeyValue.key"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            telemetry.request_count(Transport::Grpc, Signal::MetricPoints, Outcome::Invalid),
+            1
+        );
+
+        // An unknown method of a known service.
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Other",
+        );
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<_, ExportMetricsServiceResponse, _>(
+                Request::new(bytes::Bytes::new()),
+                path,
+                RawClientCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        drop(client);
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    /// Client codec sending raw bytes and decoding a metrics response.
+    #[derive(Default)]
+    struct RawClientCodec;
+
+    impl Codec for RawClientCodec {
+        type Encode = bytes::Bytes;
+        type Decode = ExportMetricsServiceResponse;
+        type Encoder = RawBytesEncoder;
+        type Decoder = MetricsResponseDecoder;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            RawBytesEncoder
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            MetricsResponseDecoder
+        }
+    }
+
+    struct RawBytesEncoder;
+
+    impl Encoder for RawBytesEncoder {
+        type Item = bytes::Bytes;
+        type Error = Status;
+
+        fn encode(&mut self, item: bytes::Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            bytes::BufMut::put(dst, item);
+            Ok(())
+        }
+    }
+
+    struct MetricsResponseDecoder;
+
+    impl Decoder for MetricsResponseDecoder {
+        type Item = ExportMetricsServiceResponse;
+        type Error = Status;
+
+        fn decode(
+            &mut self,
+            src: &mut DecodeBuf<'_>,
+        ) -> Result<Option<ExportMetricsServiceResponse>, Status> {
+            ExportMetricsServiceResponse::decode(src)
+                .map(Some)
+                .map_err(|err| Status::internal(err.to_string()))
+        }
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@
 pub mod decode;
 pub(crate) mod grpc;
 pub(crate) mod http;
+pub mod scan;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 pub use self::decode::{DecodeError, decode_request};
+pub use self::scan::RawMetrics;
 use crate::telemetry::{CollectorTelemetry, Signal};
 
 /// The three OTLP export services.
@@ -103,6 +105,8 @@ pub enum OtlpRequest {
     Metrics(ExportMetricsServiceRequest),
     /// Log records.
     Logs(ExportLogsServiceRequest),
+    /// Metric data points of a protobuf request, scanned in place (see [`scan`]).
+    MetricsRaw(RawMetrics),
 }
 
 impl OtlpRequest {
@@ -110,14 +114,22 @@ impl OtlpRequest {
     pub fn kind(&self) -> SignalKind {
         match self {
             Self::Traces(_) => SignalKind::Traces,
-            Self::Metrics(_) => SignalKind::Metrics,
+            Self::Metrics(_) | Self::MetricsRaw(_) => SignalKind::Metrics,
             Self::Logs(_) => SignalKind::Logs,
         }
     }
 
     /// Returns the number of items: spans, metric data points or log records.
+    ///
+    /// For [`OtlpRequest::MetricsRaw`], the points screening keeps (its rejected points stay in
+    /// the body and the deriver skips them).
     pub fn item_count(&self) -> u64 {
         let count: usize = match self {
+            Self::MetricsRaw(raw) => {
+                return raw
+                    .point_count()
+                    .saturating_sub(raw.empty_name_points() + raw.missing_value_points());
+            }
             Self::Traces(request) => request
                 .resource_spans
                 .iter()
@@ -244,6 +256,11 @@ fn is_valid_id(id: &[u8], len: usize) -> bool {
 pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
     let mut rejections = Rejections::default();
     match request {
+        OtlpRequest::MetricsRaw(raw) => {
+            // The deriver skips these points: nothing to remove.
+            rejections.add(Rejection::EmptyMetricName, raw.empty_name_points());
+            rejections.add(Rejection::MissingValue, raw.missing_value_points());
+        }
         OtlpRequest::Traces(request) => {
             let spans = request
                 .resource_spans

@@ -31,7 +31,10 @@
 mod error;
 mod hyperparams;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::ops::Range;
+
+use foldhash::fast::RandomState;
 
 pub use error::DrainParamsError;
 pub use hyperparams::{DrainParams, DrainValidParams};
@@ -123,37 +126,79 @@ impl Template {
     }
 }
 
-/// Returns a token with its variable parts masked: the token is cut at `:`, `=` and `,`, and
-/// each piece holding a digit becomes `<*>` (`10.0.0.1:50010:Transmitted` becomes
+/// Appends `token` to `out` with its variable parts masked: the token is cut at `:`, `=` and
+/// `,`, and each piece holding a digit becomes `<*>` (`10.0.0.1:50010:Transmitted` becomes
 /// `<*>:<*>:Transmitted`, `retries=3` becomes `retries=<*>`).
-fn mask_token(token: &str) -> String {
+fn mask_into(token: &str, out: &mut String) {
     if !token.bytes().any(|byte| byte.is_ascii_digit()) {
-        return token.to_owned();
+        out.push_str(token);
+        return;
     }
-    let mut masked = String::with_capacity(token.len());
-    for (index, piece) in token.split([':', '=', ',']).enumerate() {
-        if index > 0 {
-            // The separator that ended the previous piece.
-            let separator_at = masked_len_in(token, index);
-            masked.push(token.as_bytes()[separator_at] as char);
-        }
+    let mut rest = token;
+    loop {
+        let (piece, separator) = match rest.find([':', '=', ',']) {
+            Some(at) => (&rest[..at], Some(&rest[at..=at])),
+            None => (rest, None),
+        };
         if piece.bytes().any(|byte| byte.is_ascii_digit()) {
-            masked.push_str(WILDCARD);
+            out.push_str(WILDCARD);
         } else {
-            masked.push_str(piece);
+            out.push_str(piece);
         }
+        let Some(separator) = separator else {
+            return;
+        };
+        out.push_str(separator);
+        rest = &rest[piece.len() + 1..];
     }
+}
+
+/// Returns a token with its variable parts masked (see [`mask_into`]).
+#[cfg(test)]
+fn mask_token(token: &str) -> String {
+    let mut masked = String::with_capacity(token.len());
+    mask_into(token, &mut masked);
     masked
 }
 
-/// Returns the byte offset in `token` of the `nth` separator (1-based).
-fn masked_len_in(token: &str, nth: usize) -> usize {
-    token
-        .bytes()
-        .enumerate()
-        .filter(|(_, byte)| matches!(byte, b':' | b'=' | b','))
-        .nth(nth - 1)
-        .map_or(0, |(offset, _)| offset)
+/// The masked tokens of one message, in one reused buffer (no allocation per token).
+#[derive(Debug, Clone, Default)]
+struct Tokens {
+    text: String,
+    spans: Vec<Range<usize>>,
+}
+
+impl Tokens {
+    /// Replaces the tokens by the first `max_tokens` masked tokens of `message`.
+    fn fill(&mut self, message: &str, max_tokens: usize) {
+        self.text.clear();
+        self.spans.clear();
+        for token in message.split_whitespace().take(max_tokens) {
+            let start = self.text.len();
+            mask_into(token, &mut self.text);
+            self.spans.push(start..self.text.len());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.spans.iter().map(|span| &self.text[span.clone()])
+    }
+}
+
+/// A node of the prefix tree: the first node of a token count, an inner node (a prefix of
+/// tokens), or a leaf holding templates.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// Children by token (never `<*>`), at most `max_children`.
+    children: HashMap<String, usize, RandomState>,
+    /// The `<*>` child.
+    wildcard: Option<usize>,
+    /// Templates of a leaf.
+    templates: Vec<TemplateId>,
 }
 
 /// Returns whether `text` holds an error keyword.
@@ -162,20 +207,19 @@ fn reads_like_failure(text: &str) -> bool {
     ERROR_KEYWORDS.iter().any(|keyword| lower.contains(keyword))
 }
 
-/// Key of a node of the prefix tree: token count, then the first tokens.
-type LeafKey = (usize, Vec<String>);
-
 /// The streaming template miner (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub struct TemplateMiner {
     params: DrainValidParams,
     templates: Vec<Template>,
-    /// Templates of each leaf of the prefix tree.
-    leaves: HashMap<LeafKey, Vec<TemplateId>>,
-    /// Children of each inner node of the prefix tree, to cap the fan-out at `max_children`.
-    children: HashMap<LeafKey, HashSet<String>>,
+    /// Nodes of the prefix tree (indices into it).
+    nodes: Vec<Node>,
+    /// First node of each token count.
+    roots: HashMap<usize, usize, RandomState>,
     overflow: Option<TemplateId>,
     overflowed: u64,
+    /// Tokens of the message being added (kept to reuse the buffers).
+    scratch: Tokens,
 }
 
 impl TemplateMiner {
@@ -189,10 +233,11 @@ impl TemplateMiner {
         TemplateMiner {
             params,
             templates: Vec::new(),
-            leaves: HashMap::new(),
-            children: HashMap::new(),
+            nodes: Vec::new(),
+            roots: HashMap::default(),
             overflow: None,
             overflowed: 0,
+            scratch: Tokens::default(),
         }
     }
 
@@ -224,30 +269,32 @@ impl TemplateMiner {
     /// Adds a message logged with OTLP severity number `severity` (0 when unknown) and returns
     /// its template.
     pub fn add(&mut self, message: &str, severity: u8) -> TemplateMatch {
-        let tokens: Vec<String> = message
-            .split_whitespace()
-            .take(self.params.max_tokens)
-            .map(mask_token)
-            .collect();
-        let key = self.leaf_key(&tokens);
-        let best = self.leaves.get(&key).and_then(|candidates| {
-            candidates
-                .iter()
-                .map(|&id| {
-                    (
-                        id,
-                        similarity(&self.templates[id.0 as usize].tokens, &tokens),
-                    )
-                })
-                .filter(|&(_, similarity)| similarity >= self.params.similarity_threshold)
-                // The most similar; the oldest among equals.
-                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-                .map(|(id, _)| id)
-        });
+        let mut tokens = std::mem::take(&mut self.scratch);
+        tokens.fill(message, self.params.max_tokens);
+        let matched = self.add_tokens(&tokens, severity);
+        self.scratch = tokens;
+        matched
+    }
+
+    fn add_tokens(&mut self, tokens: &Tokens, severity: u8) -> TemplateMatch {
+        let leaf = self.leaf(tokens);
+        let best = self.nodes[leaf]
+            .templates
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    similarity(&self.templates[id.0 as usize].tokens, tokens),
+                )
+            })
+            .filter(|&(_, similarity)| similarity >= self.params.similarity_threshold)
+            // The most similar; the oldest among equals.
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(id, _)| id);
         let (id, is_new) = match best {
             Some(id) => {
                 let template = &mut self.templates[id.0 as usize];
-                if merge(&mut template.tokens, &tokens) {
+                if merge(&mut template.tokens, tokens) {
                     template.text = template.tokens.join(" ");
                     template.error_words = reads_like_failure(&template.text);
                 }
@@ -259,8 +306,9 @@ impl TemplateMiner {
             }
             None => {
                 let id = TemplateId(self.templates.len() as u32);
-                self.templates.push(Template::new(tokens));
-                self.leaves.entry(key).or_default().push(id);
+                self.templates
+                    .push(Template::new(tokens.iter().map(str::to_owned).collect()));
+                self.nodes[leaf].templates.push(id);
                 (id, true)
             }
         };
@@ -281,39 +329,61 @@ impl TemplateMiner {
         id
     }
 
-    /// Returns the leaf of the prefix tree for `tokens`, registering new inner children while
-    /// the fan-out allows.
-    fn leaf_key(&mut self, tokens: &[String]) -> LeafKey {
-        let prefix_len = self.params.depth.saturating_sub(2).min(tokens.len());
-        let mut path = Vec::with_capacity(prefix_len);
-        for token in &tokens[..prefix_len] {
-            let children = self
-                .children
-                .entry((tokens.len(), path.clone()))
-                .or_default();
-            let child = if token == WILDCARD || children.contains(token) {
-                token.clone()
-            } else if children.len() < self.params.max_children {
-                children.insert(token.clone());
-                token.clone()
-            } else {
-                WILDCARD.to_owned()
-            };
-            path.push(child);
+    /// Returns the leaf of the prefix tree for `tokens` (the node of their count, then of their
+    /// first `depth - 2` tokens), registering new inner children while the fan-out allows.
+    fn leaf(&mut self, tokens: &Tokens) -> usize {
+        let count = tokens.len();
+        let prefix_len = self.params.depth.saturating_sub(2).min(count);
+        let mut node = match self.roots.get(&count) {
+            Some(&node) => node,
+            None => {
+                let node = self.push_node();
+                self.roots.insert(count, node);
+                node
+            }
+        };
+        for token in tokens.iter().take(prefix_len) {
+            node = self.child(node, token);
         }
-        (tokens.len(), path)
+        node
+    }
+
+    /// Returns the child of `node` for `token`: its own child, else a new one while `node` has
+    /// fewer than `max_children`, else the `<*>` child.
+    fn child(&mut self, node: usize, token: &str) -> usize {
+        if token != WILDCARD {
+            if let Some(&child) = self.nodes[node].children.get(token) {
+                return child;
+            }
+            if self.nodes[node].children.len() < self.params.max_children {
+                let child = self.push_node();
+                self.nodes[node].children.insert(token.to_owned(), child);
+                return child;
+            }
+        }
+        if let Some(child) = self.nodes[node].wildcard {
+            return child;
+        }
+        let child = self.push_node();
+        self.nodes[node].wildcard = Some(child);
+        child
+    }
+
+    fn push_node(&mut self) -> usize {
+        self.nodes.push(Node::default());
+        self.nodes.len() - 1
     }
 }
 
 /// Returns the share of positions where `template` and `tokens` hold the same constant token
 /// (wildcard positions of the template count as neither).
-fn similarity(template: &[String], tokens: &[String]) -> f64 {
+fn similarity(template: &[String], tokens: &Tokens) -> f64 {
     if template.is_empty() {
         return 1.0;
     }
     let equal = template
         .iter()
-        .zip(tokens)
+        .zip(tokens.iter())
         .filter(|(expected, token)| *expected != WILDCARD && expected == token)
         .count();
     equal as f64 / template.len() as f64
@@ -321,9 +391,9 @@ fn similarity(template: &[String], tokens: &[String]) -> f64 {
 
 /// Turns the positions where `tokens` differs from `template` into wildcards; returns whether
 /// the template changed.
-fn merge(template: &mut [String], tokens: &[String]) -> bool {
+fn merge(template: &mut [String], tokens: &Tokens) -> bool {
     let mut changed = false;
-    for (expected, token) in template.iter_mut().zip(tokens) {
+    for (expected, token) in template.iter_mut().zip(tokens.iter()) {
         if expected != token && expected != WILDCARD {
             *expected = WILDCARD.to_owned();
             changed = true;
@@ -333,9 +403,14 @@ fn merge(template: &mut [String], tokens: &[String]) -> bool {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use linfa::ParamGuard;
+    use proptest::prelude::*;
 
+    use super::reference::ReferenceMiner;
     use super::*;
 
     fn miner() -> TemplateMiner {
@@ -418,5 +493,86 @@ mod tests {
             (ids, miner.templates().to_vec())
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn masks_empty_pieces_and_separators_like_split() {
+        assert_eq!(mask_token("a::1"), "a::<*>");
+        assert_eq!(mask_token(":1="), ":<*>=");
+        assert_eq!(mask_token("k=v,n=2"), "k=v,n=<*>");
+        assert_eq!(mask_token("é1:ü"), "<*>:ü");
+    }
+
+    /// Messages from a small vocabulary (constants, numbers, `key=value` pairs, addresses,
+    /// separators, odd whitespace) so that templates are shared, merged and capped.
+    fn message() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            prop::sample::select(vec![
+                "Receiving",
+                "block",
+                "src:",
+                "dest:",
+                "PacketResponder",
+                "for",
+                "terminating",
+                "<*>",
+                "a:b",
+                "x=y,",
+                "error",
+                "ok",
+                ":",
+                "=",
+                ",",
+                "é",
+                "Verification",
+            ])
+            .prop_map(str::to_owned),
+            (0u32..50).prop_map(|n| format!("blk_{n}")),
+            (0u32..4, 0u32..3).prop_map(|(a, b)| format!("10.0.{a}.{b}:5001{b}")),
+            (0u32..3).prop_map(|n| format!("retries={n},")),
+        ];
+        (
+            prop::collection::vec(token, 0..9),
+            prop::sample::select(vec![" ", "  ", "\t", " \u{3000}"]),
+        )
+            .prop_map(|(tokens, separator)| tokens.join(separator))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The buffered miner mines exactly what the first, allocating implementation mined:
+        /// same template per message, same `is_new`, same texts, counts and severities.
+        #[test]
+        fn mines_like_the_allocating_reference(
+            messages in prop::collection::vec((message(), 0u8..25), 1..120),
+            depth in 3usize..6,
+            max_children in 1usize..6,
+            max_templates in 1usize..12,
+            max_tokens in 1usize..8,
+            similarity_threshold in prop::sample::select(vec![0.0, 0.4, 0.5, 0.8, 1.0]),
+        ) {
+            let params = TemplateMiner::params()
+                .depth(depth)
+                .max_children(max_children)
+                .max_templates(max_templates)
+                .max_tokens(max_tokens)
+                .similarity_threshold(similarity_threshold)
+                .check()
+                .unwrap();
+            let mut miner = TemplateMiner::new(params.clone());
+            let mut reference = ReferenceMiner::new(params);
+            for (message, severity) in &messages {
+                let expected = reference.add(message, *severity);
+                prop_assert_eq!(miner.add(message, *severity), expected, "{:?}", message);
+            }
+            let mined: Vec<_> = miner
+                .templates()
+                .iter()
+                .map(|t| (t.text().to_owned(), t.count(), t.max_severity()))
+                .collect();
+            prop_assert_eq!(mined, reference.templates());
+            prop_assert_eq!(miner.overflowed(), reference.overflowed);
+        }
     }
 }

@@ -314,3 +314,103 @@ fn template_embeddings_are_stable_and_a_foreign_template_is_an_outlier() {
     assert_eq!(outlier.series_key, "s|log.template_embedding");
     assert_eq!(outlier.model, "embedding_drift");
 }
+
+/// The first flattening: a `String` per field, built with `format!`.
+fn reference_flatten(log: &LogRecord) -> Vec<(String, FieldType)> {
+    fn object(
+        map: &serde_json::Map<String, Value>,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<(String, FieldType)>,
+    ) {
+        for (key, value) in map {
+            let path = format!("{prefix}{key}");
+            match value {
+                Value::Object(inner) if !inner.is_empty() && depth + 1 < MAX_SCHEMA_DEPTH => {
+                    object(inner, &format!("{path}."), depth + 1, out);
+                }
+                other => out.push((path, field_type(other))),
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    if let Value::Object(map) = &log.attributes {
+        object(map, "", 0, &mut fields);
+    }
+    let body = log.body.trim_start();
+    if body.starts_with('{')
+        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body)
+    {
+        object(&map, "body.", 0, &mut fields);
+    }
+    fields
+}
+
+#[test]
+fn the_reused_flattening_buffers_give_the_fields_of_each_record() {
+    let records = [
+        record(
+            "s",
+            0,
+            r#"{"status": 200, "meta": {"path": "/x", "deep": {"a": {"b": {"c": 1}}}}}"#,
+            json!({ "a": { "b": [1, 2], "e": {} }, "c": null, "user": { "id": 7 } }),
+            "",
+        ),
+        record("s", 1, "plain text", json!({ "x": true }), ""),
+        record("s", 2, "  {not json", Value::Null, ""),
+        record("s", 3, "{}", json!({ "k": "v", "é": { "ü": 1.5 } }), ""),
+        record("s", 4, "", json!([1, 2]), ""),
+    ];
+    let mut flat = Flattener::default();
+    // Twice through, so that every record follows a longer and a shorter one.
+    for log in records.iter().chain(records.iter()) {
+        let fields: Vec<(String, FieldType)> = flat
+            .flatten(log)
+            .iter()
+            .map(|(path, field_type)| (path.to_owned(), field_type))
+            .collect();
+        assert_eq!(fields, reference_flatten(log), "{log:?}");
+        assert_eq!(flatten_record(log), fields);
+    }
+}
+
+/// Open sessions are closed by idleness in order of last activity, and the oldest one is
+/// evicted at `max_open_sessions`, after any number of updates of the same sessions.
+#[test]
+fn sessions_close_in_order_of_last_activity() {
+    let mut config = config();
+    config.logs.session_attributes = vec!["job".into()];
+    config.logs.max_open_sessions = 3;
+    config.logs.session_timeout = Duration::from_secs(100);
+    let mut detector = LogDetector::from_config(&config).unwrap();
+    let mut out = Vec::new();
+    // Sessions a, b, c; a is touched last, so b is the idlest when d arrives.
+    for (ts, job) in [(0, "a"), (1, "b"), (2, "c"), (3, "a"), (4, "c"), (5, "a")] {
+        detector.observe(
+            &record("s", ts, &routine(ts), json!({ "job": job }), ""),
+            &mut out,
+        );
+    }
+    assert_eq!(detector.stats().open_sessions, 3);
+    detector.observe(
+        &record("s", 6, &routine(6), json!({ "job": "d" }), ""),
+        &mut out,
+    );
+    assert_eq!(detector.stats().session_evictions, 1);
+    let open: Vec<&str> = detector
+        .session_order
+        .values()
+        .map(|(_, key)| key.as_str())
+        .collect();
+    assert_eq!(open, ["c", "a", "d"]);
+    // Idle for the timeout (100 s) from their last record: c (4 ms) and a (5 ms) close by
+    // 100.005 s, d (6 ms) later.
+    detector.tick(100_005, &mut out);
+    let open: Vec<&str> = detector
+        .session_order
+        .values()
+        .map(|(_, key)| key.as_str())
+        .collect();
+    assert_eq!(open, ["d"]);
+    assert_eq!(detector.sessions.len(), 1);
+}

@@ -19,7 +19,9 @@
 mod algorithm;
 mod error;
 mod hyperparams;
+#[cfg(test)]
+mod reference;
 
-pub use algorithm::{CHANGE_Z, FieldType, SchemaChange, SchemaDrift};
+pub use algorithm::{CHANGE_Z, EventFields, FieldType, SchemaChange, SchemaDrift};
 pub use error::SchemaDriftParamsError;
 pub use hyperparams::{SchemaDriftParams, SchemaDriftValidParams};

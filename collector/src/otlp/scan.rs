@@ -1,0 +1,614 @@
+//! Zero-copy scan of protobuf OTLP metrics export requests.
+//!
+//! Decoding a metrics request with prost allocates every string and vector of every data point
+//! (attribute keys and values, the attribute list, the point itself), and the deriver then turns
+//! those into a series key again for each point. The scan instead walks the protobuf wire format
+//! of the request body in place: it checks everything prost would check (wire types of the known
+//! fields, lengths, varints, UTF-8 of strings, the nested attribute values), and records per data
+//! point only where its attributes are in the body, its time and its value. The deriver resolves a
+//! point's series from the raw attribute bytes through a cache, so a known series costs no
+//! allocation until the point is emitted.
+//!
+//! The wire primitives (field keys, varints, skipping unknown fields) are prost's own
+//! [`prost::encoding`] functions. The scan only tells that a body is malformed: the caller then
+//! decodes it with prost, whose error names the field (`NumberDataPoint.attributes: KeyValue.key:
+//! invalid string value: ...`), and which also settles any case where the two would disagree.
+//!
+//! The scan handles gauges and sums, the number data points; a request with a histogram,
+//! exponential histogram or summary, or with a shape where prost would merge repeated
+//! occurrences of a singular message (two resources on one `ResourceMetrics`, two data fields on
+//! one `Metric`), is left to prost: [`scan_metrics`] answers `Ok(None)`.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::Exemplar;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+
+/// The scan found a body prost would refuse; prost's own decoding says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed protobuf metrics request")]
+pub struct Malformed;
+
+impl From<prost::DecodeError> for Malformed {
+    fn from(_: prost::DecodeError) -> Self {
+        Malformed
+    }
+}
+
+/// Nesting limit of attribute values, counted in messages below a point's `KeyValue` (an
+/// `AnyValue` is one, a list item two: the list and the item). Stricter than prost's recursion
+/// limit (100 messages from the request down), so the scan never takes a body prost refuses; a
+/// deeper body is reported malformed and prost decides.
+const MAX_VALUE_DEPTH: u32 = 60;
+
+/// A protobuf `ExportMetricsServiceRequest` of gauges and sums, checked by a scan and kept as
+/// its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawMetrics {
+    body: Bytes,
+    resources: Vec<RawResource>,
+    metrics: Vec<RawMetric>,
+    points: Vec<RawPoint>,
+    /// Points of metrics without a name.
+    empty_name_points: u64,
+    /// Points (of named metrics) with neither `as_double` nor `as_int`.
+    missing_value_points: u64,
+}
+
+/// One `ResourceMetrics`: where its resource is in the body, if it has one.
+#[derive(Debug, Clone, PartialEq)]
+struct RawResource {
+    resource: Option<Range<usize>>,
+}
+
+/// One `Metric`: its resource and where its name is.
+#[derive(Debug, Clone, PartialEq)]
+struct RawMetric {
+    resource: usize,
+    name: Range<usize>,
+}
+
+/// One number data point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RawPoint {
+    metric: usize,
+    /// From the start of the first `attributes` field to the end of the last one (possibly with
+    /// other fields in between when the sender interleaved them; only `attributes` are read).
+    attributes_start: usize,
+    attributes_end: usize,
+    pub(crate) time_unix_nano: u64,
+    pub(crate) value: Option<f64>,
+}
+
+/// One data point as the deriver sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PointView<'a> {
+    /// Index of the point's `ResourceMetrics` (for [`RawMetrics::resource`]).
+    pub(crate) resource: usize,
+    /// Metric name (empty for a metric without a name).
+    pub(crate) name: &'a str,
+    /// The encoded attribute fields of the point (see [`RawMetrics::attributes`]).
+    pub(crate) attributes: &'a [u8],
+    pub(crate) point: RawPoint,
+}
+
+impl RawMetrics {
+    /// Returns the number of data points, rejected ones included.
+    pub(crate) fn point_count(&self) -> u64 {
+        self.points.len() as u64
+    }
+
+    /// Returns the points of metrics without a name.
+    pub(crate) fn empty_name_points(&self) -> u64 {
+        self.empty_name_points
+    }
+
+    /// Returns the points of named metrics without a value.
+    pub(crate) fn missing_value_points(&self) -> u64 {
+        self.missing_value_points
+    }
+
+    /// Returns the number of `ResourceMetrics`.
+    pub(crate) fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Decodes the resource of `ResourceMetrics` number `index` (`None` without one).
+    pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
+        let range = self.resources.get(index)?.resource.clone()?;
+        // Checked by the scan; a failure here cannot happen and reads as no resource.
+        Resource::decode(self.body.get(range)?).ok()
+    }
+
+    /// Returns the data points in request order.
+    pub(crate) fn points(&self) -> impl Iterator<Item = PointView<'_>> + '_ {
+        // The name of the metric of the previous point: points come grouped by metric.
+        let mut last: Option<(usize, &str)> = None;
+        self.points.iter().map(move |point| {
+            let metric = self.metrics.get(point.metric);
+            let name = match last {
+                Some((index, name)) if index == point.metric => name,
+                _ => {
+                    let name = metric
+                        .and_then(|m| self.body.get(m.name.clone()))
+                        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                        .unwrap_or("");
+                    last = Some((point.metric, name));
+                    name
+                }
+            };
+            let attributes = self
+                .body
+                .get(point.attributes_start..point.attributes_end)
+                .unwrap_or(&[]);
+            PointView {
+                resource: metric.map_or(0, |m| m.resource),
+                name,
+                attributes,
+                point: *point,
+            }
+        })
+    }
+
+    /// Decodes the attributes of a point from the bytes [`PointView::attributes`] gave.
+    pub(crate) fn attributes(bytes: &[u8]) -> Vec<KeyValue> {
+        let mut attributes = Vec::new();
+        let mut fields = Fields::new(bytes, 0..bytes.len());
+        // Checked by the scan; a failure here cannot happen and ends the list.
+        while let Ok(Some((tag, wire_type))) = fields.next_key() {
+            if tag == 7 && wire_type == WireType::LengthDelimited {
+                let Ok(range) = fields.length_delimited() else {
+                    break;
+                };
+                if let Some(Ok(kv)) = bytes.get(range).map(KeyValue::decode) {
+                    attributes.push(kv);
+                }
+            } else if fields.skip(wire_type, tag).is_err() {
+                break;
+            }
+        }
+        attributes
+    }
+}
+
+/// Scans a protobuf `ExportMetricsServiceRequest`.
+///
+/// Returns `Ok(None)` when the request holds something the scan leaves to prost (see the module
+/// documentation).
+///
+/// # Errors
+///
+/// Returns [`Malformed`] for a body prost would refuse (and possibly for one prost would take in a
+/// way the scan does not follow): decode it with prost then.
+pub fn scan_metrics(body: Bytes) -> Result<Option<RawMetrics>, Malformed> {
+    let mut scan = Scan {
+        body: &body,
+        resources: Vec::new(),
+        metrics: Vec::new(),
+        points: Vec::new(),
+        empty_name_points: 0,
+        missing_value_points: 0,
+        unsupported: false,
+    };
+    let mut fields = Fields::new(&body, 0..body.len());
+    while let Some((tag, wire_type)) = fields.next_key()? {
+        match tag {
+            1 => {
+                let range = fields.message(wire_type)?;
+                scan.resource_metrics(range)?;
+            }
+            _ => fields.skip(wire_type, tag)?,
+        }
+    }
+    if scan.unsupported {
+        return Ok(None);
+    }
+    let Scan {
+        resources,
+        metrics,
+        points,
+        empty_name_points,
+        missing_value_points,
+        ..
+    } = scan;
+    Ok(Some(RawMetrics {
+        body,
+        resources,
+        metrics,
+        points,
+        empty_name_points,
+        missing_value_points,
+    }))
+}
+
+struct Scan<'a> {
+    body: &'a [u8],
+    resources: Vec<RawResource>,
+    metrics: Vec<RawMetric>,
+    points: Vec<RawPoint>,
+    empty_name_points: u64,
+    missing_value_points: u64,
+    /// Set when prost must decode the request instead.
+    unsupported: bool,
+}
+
+impl Scan<'_> {
+    fn resource_metrics(&mut self, range: Range<usize>) -> Result<(), Malformed> {
+        let index = self.resources.len();
+        self.resources.push(RawResource { resource: None });
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    check_message::<Resource>(&self.body[range.clone()])?;
+                    if self.resources[index].resource.is_some() {
+                        // prost would merge the two resources.
+                        self.unsupported = true;
+                    }
+                    self.resources[index].resource = Some(range);
+                }
+                2 => {
+                    let range = fields.message(wire_type)?;
+                    self.scope_metrics(index, range)?;
+                }
+                3 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_metrics(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    check_message::<InstrumentationScope>(&self.body[range])?;
+                }
+                2 => {
+                    let range = fields.message(wire_type)?;
+                    self.metric(resource, range)?;
+                }
+                3 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
+        let index = self.metrics.len();
+        self.metrics.push(RawMetric {
+            resource,
+            name: 0..0,
+        });
+        let first_point = self.points.len();
+        let mut data_fields = 0;
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.string_range(wire_type)?;
+                    self.metrics[index].name = range;
+                }
+                2 => fields.string(wire_type)?,
+                3 => fields.string(wire_type)?,
+                5 => {
+                    data_fields += 1;
+                    let range = fields.message(wire_type)?;
+                    self.number_points(false, index, range)?;
+                }
+                7 => {
+                    data_fields += 1;
+                    let range = fields.message(wire_type)?;
+                    self.number_points(true, index, range)?;
+                }
+                9..=11 => {
+                    // Histograms and summaries go through prost; only the framing is checked.
+                    fields.message(wire_type)?;
+                    self.unsupported = true;
+                }
+                12 => {
+                    let range = fields.message(wire_type)?;
+                    check_key_value(self.body, range, 0)?;
+                }
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        if data_fields > 1 {
+            // prost would merge (same kind) or replace (other kind) the data.
+            self.unsupported = true;
+        }
+        let points = &self.points[first_point..];
+        if self.metrics[index].name.is_empty() {
+            self.empty_name_points += points.len() as u64;
+        } else {
+            self.missing_value_points += points.iter().filter(|p| p.value.is_none()).count() as u64;
+        }
+        Ok(())
+    }
+
+    /// Scans a `Gauge` or a `Sum` (both hold their points in field 1).
+    fn number_points(
+        &mut self,
+        is_sum: bool,
+        metric: usize,
+        range: Range<usize>,
+    ) -> Result<(), Malformed> {
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    let point = number_data_point(self.body, metric, range)?;
+                    self.points.push(point);
+                }
+                // Sum.aggregation_temporality (enum) and Sum.is_monotonic (bool).
+                2 if is_sum => fields.varint(wire_type)?,
+                3 if is_sum => fields.varint(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn number_data_point(
+    body: &[u8],
+    metric: usize,
+    range: Range<usize>,
+) -> Result<RawPoint, Malformed> {
+    let mut point = RawPoint {
+        metric,
+        attributes_start: range.start,
+        attributes_end: range.start,
+        time_unix_nano: 0,
+        value: None,
+    };
+    let mut has_attributes = false;
+    let mut fields = Fields::new(body, range);
+    loop {
+        let field_start = fields.pos;
+        let Some((tag, wire_type)) = fields.next_key()? else {
+            break;
+        };
+        match tag {
+            2 => {
+                fields.fixed64(wire_type)?;
+            }
+            3 => {
+                point.time_unix_nano = fields.fixed64(wire_type)?;
+            }
+            4 => {
+                let bits = fields.fixed64(wire_type)?;
+                point.value = Some(f64::from_bits(bits));
+            }
+            6 => {
+                let bits = fields.fixed64(wire_type)?;
+                point.value = Some(bits as i64 as f64);
+            }
+            5 => {
+                let range = fields.message(wire_type)?;
+                check_message::<Exemplar>(&body[range])?;
+            }
+            7 => {
+                let range = fields.message(wire_type)?;
+                check_key_value(body, range.clone(), 0)?;
+                if !has_attributes {
+                    has_attributes = true;
+                    point.attributes_start = field_start;
+                }
+                point.attributes_end = range.end;
+            }
+            8 => fields.varint(wire_type)?,
+            _ => fields.skip(wire_type, tag)?,
+        }
+    }
+    Ok(point)
+}
+
+/// Checks a message the scan does not walk (rare or once per request) by decoding it.
+fn check_message<M: Message + Default>(bytes: &[u8]) -> Result<(), Malformed> {
+    M::decode(bytes).map(drop).map_err(Malformed::from)
+}
+
+/// A checker of one encoded message inside a body.
+type CheckFn = fn(&[u8], Range<usize>, u32) -> Result<(), Malformed>;
+
+/// Checks an encoded `KeyValue` without allocating.
+fn check_key_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), Malformed> {
+    let mut fields = Fields::new(body, range);
+    while let Some((tag, wire_type)) = fields.next_key()? {
+        match tag {
+            1 => fields.string(wire_type)?,
+            2 => {
+                let range = fields.message(wire_type)?;
+                check_any_value(body, range, depth + 1)?;
+            }
+            3 => fields.varint(wire_type)?,
+            _ => fields.skip(wire_type, tag)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks an encoded `AnyValue` without allocating.
+fn check_any_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), Malformed> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(Malformed);
+    }
+    let mut fields = Fields::new(body, range);
+    while let Some((tag, wire_type)) = fields.next_key()? {
+        match tag {
+            1 => fields.string(wire_type)?,
+            2 | 3 | 8 => fields.varint(wire_type)?,
+            4 => {
+                fields.fixed64(wire_type)?;
+            }
+            5 | 6 => {
+                // ArrayValue.values (AnyValue) or KeyValueList.values (KeyValue), both field 1.
+                let list = fields.message(wire_type)?;
+                let check: CheckFn = if tag == 5 {
+                    check_any_value
+                } else {
+                    check_key_value
+                };
+                let mut items = Fields::new(body, list);
+                while let Some((tag, wire_type)) = items.next_key()? {
+                    if tag == 1 {
+                        let item = items.message(wire_type)?;
+                        check(body, item, depth + 2)?;
+                    } else {
+                        items.skip(wire_type, tag)?;
+                    }
+                }
+            }
+            7 => {
+                fields.message(wire_type)?;
+            }
+            _ => fields.skip(wire_type, tag)?,
+        }
+    }
+    Ok(())
+}
+
+/// A cursor over the fields of one encoded message inside `body`.
+struct Fields<'a> {
+    body: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a [u8], range: Range<usize>) -> Self {
+        let end = range.end.min(body.len());
+        Self {
+            body,
+            pos: range.start.min(end),
+            end,
+        }
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.body[self.pos..self.end]
+    }
+
+    /// Runs a prost decoding function on the rest and advances past what it read.
+    fn read<T>(
+        &mut self,
+        f: impl FnOnce(&mut &'a [u8]) -> Result<T, prost::DecodeError>,
+    ) -> Result<T, Malformed> {
+        let mut rest = self.rest();
+        let before = rest.len();
+        let value = f(&mut rest)?;
+        self.pos += before - rest.len();
+        Ok(value)
+    }
+
+    /// Reads a varint: one-byte values inline, longer ones with prost's decoder.
+    #[inline(always)]
+    fn read_varint(&mut self) -> Result<u64, Malformed> {
+        match self.body.get(self.pos) {
+            Some(&byte) if self.pos < self.end && byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.read(decode_varint),
+        }
+    }
+
+    /// Returns the next field key, `None` at the end of the message.
+    #[inline(always)]
+    fn next_key(&mut self) -> Result<Option<(u32, WireType)>, Malformed> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        match self.body.get(self.pos) {
+            // A one-byte key, as prost's `decode_key` checks it: tag >= 1, a known wire type.
+            Some(&byte) if (8..0x80).contains(&byte) => {
+                let wire_type = match byte & 0x07 {
+                    0 => WireType::Varint,
+                    1 => WireType::SixtyFourBit,
+                    2 => WireType::LengthDelimited,
+                    3 => WireType::StartGroup,
+                    4 => WireType::EndGroup,
+                    5 => WireType::ThirtyTwoBit,
+                    _ => return Err(Malformed),
+                };
+                self.pos += 1;
+                Ok(Some((u32::from(byte >> 3), wire_type)))
+            }
+            _ => self.read(decode_key).map(Some),
+        }
+    }
+
+    fn skip(&mut self, wire_type: WireType, tag: u32) -> Result<(), Malformed> {
+        self.read(|buf| skip_field(wire_type, tag, buf, DecodeContext::default()))
+    }
+
+    fn varint(&mut self, wire_type: WireType) -> Result<(), Malformed> {
+        expect(WireType::Varint, wire_type)?;
+        self.read_varint().map(drop)
+    }
+
+    fn fixed64(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
+        expect(WireType::SixtyFourBit, wire_type)?;
+        let bytes: [u8; 8] = self
+            .rest()
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Malformed)?;
+        self.pos += 8;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Reads a length-delimited field and returns where its content is.
+    #[inline]
+    fn length_delimited(&mut self) -> Result<Range<usize>, Malformed> {
+        let len = self.read_varint()?;
+        let available = (self.end - self.pos) as u64;
+        if len > available {
+            return Err(Malformed);
+        }
+        let start = self.pos;
+        // `len <= available`, a usize.
+        self.pos += len as usize;
+        Ok(start..self.pos)
+    }
+
+    fn message(&mut self, wire_type: WireType) -> Result<Range<usize>, Malformed> {
+        expect(WireType::LengthDelimited, wire_type)?;
+        self.length_delimited()
+    }
+
+    fn string_range(&mut self, wire_type: WireType) -> Result<Range<usize>, Malformed> {
+        let range = self.message(wire_type)?;
+        let bytes = &self.body[range.clone()];
+        // ASCII (the usual case) is checked inline.
+        if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
+            return Err(Malformed);
+        }
+        Ok(range)
+    }
+
+    fn string(&mut self, wire_type: WireType) -> Result<(), Malformed> {
+        self.string_range(wire_type).map(drop)
+    }
+}
+
+fn expect(expected: WireType, actual: WireType) -> Result<(), Malformed> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
