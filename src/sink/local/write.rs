@@ -58,17 +58,20 @@ impl LogChunk {
     /// # Errors
     /// When a record cannot be encoded as JSON.
     pub fn encode(logs: &[LogRecord]) -> Result<Vec<LogChunk>, serde_json::Error> {
-        let mut stages: Vec<&str> = Vec::new();
+        // Records grouped by stage, stages in order of first appearance.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut groups: Vec<Vec<&LogRecord>> = Vec::new();
         for log in logs {
-            if !stages.contains(&log.stage.as_str()) {
-                stages.push(&log.stage);
-            }
+            let i = *index.entry(log.stage.as_str()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push(log);
         }
-        let mut chunks = Vec::with_capacity(stages.len());
-        for stage in stages {
-            let records: Vec<&LogRecord> = logs.iter().filter(|l| l.stage == stage).collect();
+        let mut chunks = Vec::with_capacity(groups.len());
+        for records in groups {
             chunks.push(LogChunk {
-                stage: stage.to_owned(),
+                stage: records[0].stage.clone(),
                 min_ts_ms: records.iter().map(|l| l.timestamp_ms).min().unwrap_or(0),
                 max_ts_ms: records.iter().map(|l| l.timestamp_ms).max().unwrap_or(0),
                 count: records.len(),
@@ -677,6 +680,18 @@ mod tests {
     use super::*;
     use crate::sink::local::StoreReader;
 
+    /// A writer with a day of retention and 10 s point buckets.
+    fn test_writer(dir: &std::path::Path, max_batches_per_transaction: usize) -> StoreWriter {
+        let mut registry = Registry::default();
+        let telemetry = AppTelemetry::register(&mut registry);
+        let limits = StoreLimits {
+            max_batches_per_transaction,
+            retention: Duration::from_secs(86_400),
+            point_resolution: Duration::from_secs(10),
+        };
+        StoreWriter::open(dir, limits, telemetry).unwrap()
+    }
+
     fn batch(points: &[(i64, f64)], score: f64) -> StoreBatch {
         let key = series_key("svc", "queue.depth", &[]);
         StoreBatch {
@@ -702,14 +717,7 @@ mod tests {
     #[tokio::test]
     async fn points_fold_per_series_and_bucket_across_transactions() {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::default();
-        let telemetry = AppTelemetry::register(&mut registry);
-        let limits = StoreLimits {
-            max_batches_per_transaction: 1,
-            retention: Duration::from_secs(86_400),
-            point_resolution: Duration::from_secs(10),
-        };
-        let writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let writer = test_writer(dir.path(), 1);
         let (tx, rx) = mpsc::channel(8);
         let thread = writer.spawn(rx);
         let t0 = (now_ms() / 10_000 - 6) * 10_000;
@@ -796,14 +804,7 @@ mod tests {
     #[tokio::test]
     async fn log_records_are_stored_in_chunks_and_read_newest_first_per_stage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::default();
-        let telemetry = AppTelemetry::register(&mut registry);
-        let limits = StoreLimits {
-            max_batches_per_transaction: 1,
-            retention: Duration::from_secs(86_400),
-            point_resolution: Duration::from_secs(10),
-        };
-        let writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let writer = test_writer(dir.path(), 1);
         let (tx, rx) = mpsc::channel(8);
         let thread = writer.spawn(rx);
         // Two transactions, two stages interleaved within the first.
@@ -882,14 +883,7 @@ mod tests {
     #[tokio::test]
     async fn retention_deletes_chunks_whose_newest_record_is_older_than_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::default();
-        let telemetry = AppTelemetry::register(&mut registry);
-        let limits = StoreLimits {
-            max_batches_per_transaction: 1,
-            retention: Duration::from_secs(86_400),
-            point_resolution: Duration::from_secs(10),
-        };
-        let mut writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let mut writer = test_writer(dir.path(), 1);
         let mut old = log("a", 0);
         old.timestamp_ms = 1_000;
         let mut mixed = log("a", 1);
@@ -912,14 +906,7 @@ mod tests {
     #[tokio::test]
     async fn pre_encoded_chunks_read_back_as_the_records() {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::default();
-        let telemetry = AppTelemetry::register(&mut registry);
-        let limits = StoreLimits {
-            max_batches_per_transaction: 4,
-            retention: Duration::from_secs(86_400),
-            point_resolution: Duration::from_secs(10),
-        };
-        let mut writer = StoreWriter::open(dir.path(), limits, telemetry).unwrap();
+        let mut writer = test_writer(dir.path(), 4);
         let records = vec![log("a", 0), log("b", 1), log("a", 2)];
         let chunks = LogChunk::encode(&records).unwrap();
         assert_eq!(chunks.len(), 2, "one chunk per stage");
