@@ -65,6 +65,8 @@ pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> anyhow::Re
             max_batches_per_transaction: config.store.max_batches_per_transaction,
             retention: config.store.retention,
             point_resolution: config.store.point_resolution,
+            commit_delay: config.store.commit_delay,
+            point_flush_interval: config.store.point_flush_interval,
         },
         telemetry.clone(),
     )

@@ -180,6 +180,17 @@ pub struct StoreConfig {
     /// point apart (at most one per millisecond). Default `10s`.
     #[serde(with = "humantime_serde")]
     pub point_resolution: Duration,
+    /// How long the writer gathers batches after the first one before committing them in one
+    /// transaction (or sooner, at `max_batches_per_transaction`): fewer, larger commits at low
+    /// rates. What is gathered is also written at shutdown. `0s` commits each arrival at once.
+    /// Default `200ms`; at most `10s`.
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
+    /// How often the folded series points are written out, and so how stale the newest bucket
+    /// read at the API may be: one upsert per series and bucket each time, whatever the point
+    /// rate. Everything folded is written at shutdown. Default `5s`; between `100ms` and `1h`.
+    #[serde(with = "humantime_serde")]
+    pub point_flush_interval: Duration,
 }
 
 impl Default for StoreConfig {
@@ -190,6 +201,8 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_log_records_per_second: 5000,
             point_resolution: Duration::from_secs(10),
+            commit_delay: Duration::from_millis(200),
+            point_flush_interval: Duration::from_secs(5),
         }
     }
 }
@@ -298,6 +311,20 @@ impl Config {
             return Err(ConfigError::new(
                 "store.point_resolution",
                 "must be between 1ms and 1h",
+            ));
+        }
+        if self.store.commit_delay > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "store.commit_delay",
+                "must be at most 10s",
+            ));
+        }
+        if self.store.point_flush_interval < Duration::from_millis(100)
+            || self.store.point_flush_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::new(
+                "store.point_flush_interval",
+                "must be between 100ms and 1h",
             ));
         }
         let web_address: SocketAddr = self.web.address.parse().map_err(|err| {

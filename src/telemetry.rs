@@ -38,6 +38,9 @@ pub struct AppTelemetry {
     pub store_dropped_rows: Family<ReasonLabel, Counter>,
     /// 1 when the last store transaction succeeded.
     pub store_last_write_ok: Gauge,
+    /// Committed transactions that wrote pipeline batches (`store.commit_delay` gathers
+    /// batches into fewer of them).
+    pub store_transactions: Counter,
     /// Points scored by the detector.
     pub detector_points_scored: Counter,
     /// Anomalies found.
@@ -84,6 +87,11 @@ impl AppTelemetry {
             "pipewarden_store_last_write_ok",
             "1 when the last store transaction succeeded",
             t.store_last_write_ok.clone(),
+        );
+        registry.register(
+            "pipewarden_store_transactions",
+            "Committed store transactions that wrote pipeline batches",
+            t.store_transactions.clone(),
         );
         registry.register(
             "pipewarden_detector_points_scored",

@@ -555,7 +555,6 @@ impl LogDetector {
                     assessment.score,
                     finding,
                     &st.miner,
-                    self.session.novel_fraction(),
                 ));
             }
         }
@@ -653,18 +652,18 @@ fn session_anomaly(
     score: f64,
     finding: &SessionFinding,
     miner: &TemplateMiner,
-    novel_fraction: f64,
 ) -> Anomaly {
     let text = |id: TemplateId| miner.template(id).map_or("?", |t| t.text()).to_owned();
     let (feature, actual, typical, direction) = match finding {
         SessionFinding::RareTemplate {
             template,
             training_share,
+            limit,
             ..
         } => (
             format!("rare template: {}", text(*template)),
             *training_share,
-            novel_fraction,
+            *limit,
             "down",
         ),
         SessionFinding::Stalled {

@@ -33,6 +33,8 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
             max_batches_per_transaction: 8,
             retention: Duration::from_secs(86_400),
             point_resolution: Duration::from_millis(1),
+            commit_delay: Duration::ZERO,
+            point_flush_interval: Duration::from_secs(1),
         },
         telemetry,
     )

@@ -17,10 +17,6 @@ use crate::telemetry::AppTelemetry;
 /// Attempts at one transaction before its batches are dropped (counted).
 const WRITE_ATTEMPTS: u32 = 5;
 
-/// How often the folded series points are written out (and so how stale the API's latest
-/// bucket may be): one upsert per series and bucket each time, whatever the point rate.
-const POINT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// What the pipeline hands to the store: derived signals, the score of each point, anomalies.
 #[derive(Debug, Default)]
 pub struct StoreBatch {
@@ -91,6 +87,10 @@ pub struct StoreLimits {
     pub retention: Duration,
     /// Width of the time buckets series points are folded into.
     pub point_resolution: Duration,
+    /// How long batches are gathered after the first before they are committed together.
+    pub commit_delay: Duration,
+    /// How often folded series points are written out.
+    pub point_flush_interval: Duration,
 }
 
 /// The writer thread and its input queue.
@@ -99,6 +99,8 @@ pub struct StoreWriter {
     path: PathBuf,
     series_ids: HashMap<String, i64>,
     max_batches_per_transaction: usize,
+    commit_delay: Duration,
+    point_flush_interval: Duration,
     /// Series points folded per series and bucket, not yet written.
     buckets: PointBuckets,
     retention_ms: i64,
@@ -119,6 +121,8 @@ impl StoreWriter {
             max_batches_per_transaction,
             retention,
             point_resolution,
+            commit_delay,
+            point_flush_interval,
         } = limits;
         let (conn, path) = open_store(dir)?;
         Ok(Self {
@@ -126,6 +130,9 @@ impl StoreWriter {
             path,
             series_ids: HashMap::new(),
             max_batches_per_transaction,
+            commit_delay,
+            // A zero interval would spin the idle wait below.
+            point_flush_interval: point_flush_interval.max(Duration::from_millis(1)),
             buckets: PointBuckets::new(
                 i64::try_from(point_resolution.as_millis())
                     .unwrap_or(i64::MAX)
@@ -159,12 +166,16 @@ impl StoreWriter {
         let mut pending = Vec::with_capacity(self.max_batches_per_transaction);
         let mut last_retention = 0_i64;
         let mut last_point_flush = now_ms();
-        loop {
+        let flush_ms = i64::try_from(self.point_flush_interval.as_millis()).unwrap_or(i64::MAX);
+        let mut open = true;
+        while open {
             let first = match &waiter {
                 Some(rt) => {
                     // The timer is made inside the runtime: `timeout` needs its time driver.
-                    let next =
-                        async { tokio::time::timeout(POINT_FLUSH_INTERVAL, input.recv()).await };
+                    // Idle, it wakes when the folded points are due.
+                    let due = (last_point_flush + flush_ms - now_ms()).max(1);
+                    let wait = Duration::from_millis(u64::try_from(due).unwrap_or(1));
+                    let next = async { tokio::time::timeout(wait, input.recv()).await };
                     match rt.block_on(next) {
                         Ok(Some(batch)) => Some(batch),
                         Ok(None) => break,
@@ -178,17 +189,12 @@ impl StoreWriter {
             };
             if let Some(first) = first {
                 pending.push(first);
-                while pending.len() < self.max_batches_per_transaction {
-                    match input.try_recv() {
-                        Ok(batch) => pending.push(batch),
-                        Err(_) => break,
-                    }
-                }
+                open = self.gather(waiter.as_ref(), &mut input, &mut pending);
                 self.telemetry.store_queue_depth.set(input.len() as i64);
                 self.write_with_retries(&mut pending);
             }
             let now = now_ms();
-            if now - last_point_flush >= POINT_FLUSH_INTERVAL.as_millis() as i64 {
+            if now - last_point_flush >= flush_ms {
                 last_point_flush = now;
                 self.flush_points();
             }
@@ -221,6 +227,39 @@ impl StoreWriter {
             warn!(error = %err, "store checkpoint at shutdown failed");
         }
         info!("store writer stopped");
+    }
+
+    /// Adds to `pending` what arrives within `commit_delay` of the first batch (or what is
+    /// already queued, without a waiter), up to `max_batches_per_transaction`. False once the
+    /// input is closed: the caller writes what it holds and stops.
+    fn gather(
+        &self,
+        waiter: Option<&tokio::runtime::Runtime>,
+        input: &mut mpsc::Receiver<StoreBatch>,
+        pending: &mut Vec<StoreBatch>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + self.commit_delay;
+        while pending.len() < self.max_batches_per_transaction {
+            match input.try_recv() {
+                Ok(batch) => {
+                    pending.push(batch);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let Some(rt) = waiter else { break };
+            if self.commit_delay.is_zero() {
+                break;
+            }
+            let next = async { tokio::time::timeout_at(deadline, input.recv()).await };
+            match rt.block_on(next) {
+                Ok(Some(batch)) => pending.push(batch),
+                Ok(None) => return false,
+                Err(_elapsed) => break,
+            }
+        }
+        true
     }
 
     fn write_with_retries(&mut self, pending: &mut Vec<StoreBatch>) {
@@ -275,6 +314,7 @@ impl StoreWriter {
             write_batch(&tx, batch, &mut counts).map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)?;
+        self.telemetry.store_transactions.inc();
         self.buckets.merge(fold);
         counts.report(&self.telemetry);
         Ok(())
@@ -682,14 +722,109 @@ mod tests {
 
     /// A writer with a day of retention and 10 s point buckets.
     fn test_writer(dir: &std::path::Path, max_batches_per_transaction: usize) -> StoreWriter {
+        timed_writer(
+            dir,
+            max_batches_per_transaction,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .0
+    }
+
+    /// A writer with the given commit delay and point flush interval, and its telemetry.
+    fn timed_writer(
+        dir: &std::path::Path,
+        max_batches_per_transaction: usize,
+        commit_delay: Duration,
+        point_flush_interval: Duration,
+    ) -> (StoreWriter, AppTelemetry) {
         let mut registry = Registry::default();
         let telemetry = AppTelemetry::register(&mut registry);
         let limits = StoreLimits {
             max_batches_per_transaction,
             retention: Duration::from_secs(86_400),
             point_resolution: Duration::from_secs(10),
+            commit_delay,
+            point_flush_interval,
         };
-        StoreWriter::open(dir, limits, telemetry).unwrap()
+        let writer = StoreWriter::open(dir, limits, telemetry.clone()).unwrap();
+        (writer, telemetry)
+    }
+
+    /// Sends five one-point batches 20 ms apart, closes the input and returns how many
+    /// transactions the writer committed.
+    async fn transactions_for_five_spaced_batches(commit_delay: Duration) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, telemetry) =
+            timed_writer(dir.path(), 64, commit_delay, Duration::from_secs(1));
+        let (tx, rx) = mpsc::channel(8);
+        let thread = writer.spawn(rx);
+        let t0 = (now_ms() / 10_000 - 6) * 10_000;
+        for i in 0..5 {
+            tx.send(batch(&[(t0 + i * 1_000, i as f64)], 0.0))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(tx);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let key = series_key("svc", "queue.depth", &[]);
+        let rows = reader.points(key, t0, t0 + 60_000, 100).await.unwrap();
+        assert_eq!(rows[0].count, 5, "every batch is written: {rows:?}");
+        telemetry.store_transactions.get()
+    }
+
+    #[tokio::test]
+    async fn the_commit_delay_gathers_batches_into_one_transaction() {
+        // Five batches within 80 ms, a 10 s delay: one transaction, written when the input
+        // closes (long before the delay ends).
+        assert_eq!(
+            transactions_for_five_spaced_batches(Duration::from_secs(10)).await,
+            1
+        );
+        // Without a delay each arrival is committed on its own (a slow writer may still find
+        // two queued at once).
+        assert!(transactions_for_five_spaced_batches(Duration::ZERO).await >= 2);
+    }
+
+    #[tokio::test]
+    async fn folded_points_are_written_out_at_the_flush_interval_while_running() {
+        for (interval, visible_while_running) in [
+            (Duration::from_millis(100), true),
+            (Duration::from_secs(3600), false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (writer, _) = timed_writer(dir.path(), 64, Duration::ZERO, interval);
+            let (tx, rx) = mpsc::channel(8);
+            let thread = writer.spawn(rx);
+            let t0 = (now_ms() / 10_000 - 6) * 10_000;
+            tx.send(batch(&[(t0, 3.0)], 0.0)).await.unwrap();
+            let reader = StoreReader::open(dir.path()).unwrap();
+            let key = series_key("svc", "queue.depth", &[]);
+            let mut seen = false;
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !reader
+                    .points(key.clone(), t0, t0 + 60_000, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+                {
+                    seen = true;
+                    break;
+                }
+            }
+            assert_eq!(seen, visible_while_running, "flush interval {interval:?}");
+            drop(tx);
+            tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+            let rows = reader.points(key, t0, t0 + 60_000, 10).await.unwrap();
+            assert_eq!(rows.len(), 1, "everything folded is written at shutdown");
+        }
     }
 
     fn batch(points: &[(i64, f64)], score: f64) -> StoreBatch {

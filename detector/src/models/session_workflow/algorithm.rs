@@ -72,6 +72,9 @@ pub enum SessionFinding {
         template: TemplateId,
         /// Share of training sessions that contained it.
         training_share: f64,
+        /// The share below which it counts: `rare_fraction` for an error-like template or a
+        /// finished session, `novel_fraction` otherwise.
+        limit: f64,
         /// Whether it reads like a failure.
         error_like: bool,
     },
@@ -197,9 +200,10 @@ impl Seen {
 }
 
 impl SessionWorkflow {
-    /// Version of the model's scoring, reported with its anomalies (2: workflow states and
-    /// refined count invariants).
-    pub const VERSION: u32 = 2;
+    /// Version of the model's scoring, reported with its anomalies (3: uncommon templates
+    /// judged at `rare_fraction` in finished sessions; 2: workflow states and refined count
+    /// invariants).
+    pub const VERSION: u32 = 3;
 
     /// Returns the default parameters (see [`SessionWorkflowParams::new`]).
     pub fn params() -> SessionWorkflowParams {
@@ -250,12 +254,18 @@ impl SessionWorkflow {
             };
         };
         let seen = Seen::new(events);
+        let idle_ms = now_ms.saturating_sub(last_ms);
+        let stall = self.stall_limit(events, last_ms, &seen);
+        // A session that may end where it stands, or has stalled, is judged as a whole: an
+        // uncommon template counts at `rare_fraction`. One still in progress is judged only on
+        // what no continuation can make usual: a novel (or error-like) template.
+        let finished = stall.is_none_or(|(_, limit_ms)| idle_ms > limit_ms);
 
         let floor_share = 0.5 / self.sessions as f64;
         for template in seen.templates() {
             let share = self.training_share(template);
             let error_like = miner.template(template).is_some_and(|t| t.is_error_like());
-            let limit = if error_like {
+            let limit = if error_like || finished {
                 self.params.rare_fraction
             } else {
                 self.params.novel_fraction
@@ -265,21 +275,21 @@ impl SessionWorkflow {
                 findings.push(SessionFinding::RareTemplate {
                     template,
                     training_share: share,
+                    limit,
                     error_like,
                 });
             }
         }
 
-        if let Some((after, limit_ms)) = self.stall_limit(events, last_ms, &seen) {
-            let idle_ms = now_ms.saturating_sub(last_ms);
-            if idle_ms > limit_ms {
-                strongest = strongest.max(FINDING_Z + (idle_ms as f64 / limit_ms as f64).ln());
-                findings.push(SessionFinding::Stalled {
-                    after,
-                    idle_ms,
-                    limit_ms,
-                });
-            }
+        if let Some((after, limit_ms)) = stall
+            && idle_ms > limit_ms
+        {
+            strongest = strongest.max(FINDING_Z + (idle_ms as f64 / limit_ms as f64).ln());
+            findings.push(SessionFinding::Stalled {
+                after,
+                idle_ms,
+                limit_ms,
+            });
         }
 
         for invariant in &self.invariants {
@@ -858,6 +868,83 @@ mod tests {
                 .findings
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_uncommon_template_is_a_finding_once_the_session_has_finished() {
+        // One session in a hundred (between `novel_fraction` and `rare_fraction`) retries its
+        // step; every session waits ten minutes before it closes.
+        let normal = [
+            (0, "open session"),
+            (1, "Processing step of job"),
+            (601, "closing the finished session now"),
+        ];
+        let detour = [
+            (0, "open session"),
+            (1, "retrying the step on another node"),
+            (2, "Processing step of job"),
+            (602, "closing the finished session now"),
+        ];
+        let mut miner = TemplateMiner::new(TemplateMiner::params().check().unwrap());
+        let sessions: Vec<Vec<SessionEvent>> = (0..300)
+            .map(|i| {
+                let lines: &[(i64, &str)] = if i % 100 == 50 { &detour } else { &normal };
+                events(&mut miner, i * 1000 * SECOND, lines)
+            })
+            .collect();
+        let model = fit_on(&miner, &sessions, SessionWorkflow::params());
+        let retry = miner.add("retrying the step on another node", 9).id;
+        assert!(!miner.template(retry).unwrap().is_error_like());
+        // The finding names the limit it was judged at: `rare_fraction` (default 0.02), not
+        // `novel_fraction`.
+        let uncommon = |assessment: &SessionAssessment| {
+            assessment.findings.iter().any(|finding| {
+                matches!(finding, SessionFinding::RareTemplate { template, error_like: false, limit, .. }
+                    if *template == retry && *limit == 0.02)
+            })
+        };
+        let session = events(&mut miner, 0, &detour);
+        // In progress, waiting to close: the detour alone is no finding.
+        let open = model.assess(&session[..3], 300 * SECOND, &miner);
+        assert!(open.findings.is_empty(), "{open:?}");
+        // Closed: the session took an uncommon detour.
+        let closed = model.assess(&session, 10_000 * SECOND, &miner);
+        assert!(closed.score >= 70.0, "{closed:?}");
+        assert!(uncommon(&closed), "{closed:?}");
+        // Stalled before closing: both findings.
+        let stalled = model.assess(&session[..3], 10_000 * SECOND, &miner);
+        assert!(uncommon(&stalled), "{stalled:?}");
+        assert!(
+            stalled
+                .findings
+                .iter()
+                .any(|finding| matches!(finding, SessionFinding::Stalled { .. }))
+        );
+        // A normal session, finished or not, has none.
+        let usual = events(&mut miner, 0, &normal);
+        assert!(
+            model
+                .assess(&usual, 10_000 * SECOND, &miner)
+                .findings
+                .is_empty()
+        );
+        assert!(
+            model
+                .assess(&usual[..2], 300 * SECOND, &miner)
+                .findings
+                .is_empty()
+        );
+        // With `rare_fraction` at the detour's share or below, it is no finding either way.
+        let lenient = fit_on(
+            &miner,
+            &sessions,
+            SessionWorkflow::params().rare_fraction(0.01),
+        );
+        assert!(!uncommon(&lenient.assess(
+            &session,
+            10_000 * SECOND,
+            &miner
+        )));
     }
 
     #[test]

@@ -27,7 +27,8 @@ impl SessionWorkflowValidParams {
         self.novel_fraction
     }
 
-    /// Returns the share of sessions under which an error-like template is a finding.
+    /// Returns the share of sessions under which an error-like template, or any template of a
+    /// finished session, is a finding.
     pub fn rare_fraction(&self) -> f64 {
         self.rare_fraction
     }
@@ -103,7 +104,8 @@ impl SessionWorkflowParams {
     }
 
     /// Sets the share of training sessions (0..=1) under which an error-like template is a
-    /// finding.
+    /// finding, and any template once the session has finished (its current states are a
+    /// common ending, or it has stalled).
     pub fn rare_fraction(mut self, rare_fraction: f64) -> Self {
         self.0.rare_fraction = rare_fraction;
         self

@@ -22,6 +22,10 @@
 //!
 //! - a template seen in fewer than `novel_fraction` of the training sessions (or never), or an
 //!   error-like one (see [`crate::templates`]) in fewer than `rare_fraction`, is a finding;
+//! - so is any template seen in fewer than `rare_fraction` of the training sessions once the
+//!   session has finished (its current states are a common ending, or it has stalled): an
+//!   uncommon detour (a re-replication, a retry) is judged on the completed session, while a
+//!   session still in progress is judged only on what no continuation can make normal;
 //! - a session whose current states (its events at its last timestamp) are not a common ending
 //!   and that has been idle for more than `timeout_margin` times the longest wait seen there
 //!   has **stalled**;
@@ -32,8 +36,10 @@
 //! (an alert with the default threshold) that grows with the evidence, through [`crate::score`].
 //! A session that is merely unfinished (idle for less than its workflow allows) is not judged on
 //! what has not happened yet, so sessions can be assessed while the stream is still running.
-//! Version 2 ([`SessionWorkflow::VERSION`]) added the workflow states, the refinement and the
-//! imbalance lag (version 1: template-level waits, pairs, lag between last occurrences).
+//! Version 3 ([`SessionWorkflow::VERSION`]) judges uncommon templates at `rare_fraction` in
+//! finished sessions (version 2: at `novel_fraction` unless error-like). Version 2 added the
+//! workflow states, the refinement and the imbalance lag (version 1: template-level waits,
+//! pairs, lag between last occurrences).
 
 mod algorithm;
 mod error;
