@@ -39,11 +39,13 @@ use crate::score::{Explanation, Score, z_at_score};
 /// Feature named by the explanations of univariate models.
 const VALUE_FEATURE: &str = "value";
 
-/// Default half-life of the remembered peak score, in points of a series.
-const DEFAULT_REPEAT_HALF_LIFE_POINTS: f64 = 100.0;
+/// Default half-life of the remembered peak score, in points of a series: an episode of a
+/// series sampled every 5 minutes is remembered for most of a day.
+const DEFAULT_REPEAT_HALF_LIFE_POINTS: f64 = 200.0;
 
-/// Default margin over the remembered peak for a new alert, in score points.
-const DEFAULT_REPEAT_MARGIN: f64 = 10.0;
+/// Default margin over the remembered peak for a new alert, in score points: a repeat must be
+/// clearly worse (at a near-100 peak, no repeat is) to alert again.
+const DEFAULT_REPEAT_MARGIN: f64 = 15.0;
 
 /// Marks the end of the recency list.
 const NIL: usize = usize::MAX;
@@ -107,7 +109,7 @@ impl Default for SeriesBankParams {
 
 impl SeriesBankParams {
     /// Returns the defaults: `max_series` 100000, `alert_threshold` 70,
-    /// `repeat_half_life_points` 100, `repeat_damping` 0, `repeat_margin` 10, the model defaults of
+    /// `repeat_half_life_points` 200, `repeat_damping` 0, `repeat_margin` 15, the model defaults of
     /// [`RobustBaselineParams::new`] (`warmup_points` 20, `window_points` 64).
     pub fn new() -> Self {
         SeriesBankParams(SeriesBankValidParams {

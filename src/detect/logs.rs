@@ -35,6 +35,7 @@
 //!   drift.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -106,12 +107,15 @@ struct OpenSession {
     seq: u64,
 }
 
-/// Stage and session key.
-type SessionKey = (String, String);
+/// Stage and session key, shared (not copied) by the session map and the idle order: with
+/// thousands of open sessions, most of them one record long, the key is most of their memory.
+type SessionKey = (Arc<str>, Arc<str>);
 
 /// Everything known about one stage's logs.
 #[derive(Debug)]
 struct StageLogs {
+    /// The stage's name, shared by its session keys.
+    name: Arc<str>,
     miner: TemplateMiner,
     records: u64,
     /// Start of the open rate window and the count of each template in it.
@@ -312,6 +316,7 @@ impl LogDetector {
                 return None;
             }
             let stage = StageLogs {
+                name: Arc::from(log.stage.as_str()),
                 miner: TemplateMiner::new(self.drain.clone()),
                 records: 0,
                 window_start_ms: None,
@@ -456,8 +461,12 @@ impl LogDetector {
         out: &mut Vec<Anomaly>,
     ) -> Option<TemplateId> {
         if let Some(key) = self.session_key(log) {
+            let stage = self
+                .stages
+                .get(log.stage.as_str())
+                .map_or_else(|| Arc::from(log.stage.as_str()), |st| Arc::clone(&st.name));
             self.add_session_event(
-                (log.stage.clone(), key),
+                (stage, key),
                 SessionEvent {
                     timestamp_ms: log.timestamp_ms,
                     template,
@@ -468,15 +477,16 @@ impl LogDetector {
         Some(template)
     }
 
-    fn session_key(&self, log: &LogRecord) -> Option<String> {
+    fn session_key(&self, log: &LogRecord) -> Option<Arc<str>> {
         for attribute in &self.config.session_attributes {
             match log.attributes.get(attribute) {
-                Some(Value::String(s)) if !s.is_empty() => return Some(s.clone()),
-                Some(Value::Number(n)) => return Some(n.to_string()),
+                Some(Value::String(s)) if !s.is_empty() => return Some(Arc::from(s.as_str())),
+                Some(Value::Number(n)) => return Some(Arc::from(n.to_string())),
                 _ => {}
             }
         }
-        (self.config.session_by_trace_id && !log.trace_id.is_empty()).then(|| log.trace_id.clone())
+        (self.config.session_by_trace_id && !log.trace_id.is_empty())
+            .then(|| Arc::from(log.trace_id.as_str()))
     }
 
     fn add_session_event(&mut self, key: SessionKey, event: SessionEvent, out: &mut Vec<Anomaly>) {
@@ -504,7 +514,8 @@ impl LogDetector {
                 self.session_order.insert((session.last_ms, seq), key);
             }
             None => {
-                let mut events = Vec::new();
+                // Most sessions stay short: room for one event, grown on demand.
+                let mut events = Vec::with_capacity(1);
                 if max_events > 0 {
                     events.push(event);
                 }
@@ -540,7 +551,7 @@ impl LogDetector {
             return;
         };
         self.session_order.remove(&(session.last_ms, session.seq));
-        let Some(st) = self.stages.get_mut(&key.0) else {
+        let Some(st) = self.stages.get_mut(&*key.0) else {
             return;
         };
         if let Some(model) = &st.session_model {

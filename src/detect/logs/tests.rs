@@ -400,7 +400,7 @@ fn sessions_close_in_order_of_last_activity() {
     let open: Vec<&str> = detector
         .session_order
         .values()
-        .map(|(_, key)| key.as_str())
+        .map(|(_, key)| &**key)
         .collect();
     assert_eq!(open, ["c", "a", "d"]);
     // Idle for the timeout (100 s) from their last record: c (4 ms) and a (5 ms) close by
@@ -409,7 +409,7 @@ fn sessions_close_in_order_of_last_activity() {
     let open: Vec<&str> = detector
         .session_order
         .values()
-        .map(|(_, key)| key.as_str())
+        .map(|(_, key)| &**key)
         .collect();
     assert_eq!(open, ["d"]);
     assert_eq!(detector.sessions.len(), 1);

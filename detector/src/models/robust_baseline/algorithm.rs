@@ -96,8 +96,10 @@ struct Expectation {
     /// Phase bin of the timestamp (`None` without a season): one division, shared by the
     /// season and the time-of-day context.
     bin: Option<usize>,
-    /// Seasonal offset in force (0 without a season).
+    /// Seasonal offset in force (0 without a season or while the profile is off).
     offset: f64,
+    /// Learnt seasonal offset of the bin, whether or not the profile is on.
+    learnt_offset: f64,
     stats: WindowStats,
     /// Scale of normal variation, floors applied.
     scale: f64,
@@ -113,8 +115,12 @@ impl RobustBaseline {
     /// 4: the time-of-day context, see
     /// [`RobustBaselineParams::context_half_life_periods`]; 5: records that hold while the
     /// series keeps reaching them, see [`RobustBaselineParams::record_hold_ms`], and the
-    /// defaults `record_gain` 150, `tail_quantile` 0.006).
-    pub const VERSION: u32 = 5;
+    /// defaults `record_gain` 150, `tail_quantile` 0.006; 6: the series bank remembers an
+    /// episode longer and needs a clearer escalation to alert again, `repeat_half_life_points`
+    /// 200 and `repeat_margin` 15; 7: a switch of the seasonal profile moves the window and the
+    /// records into the other frame instead of emptying them, and stands for at least a
+    /// period).
+    pub const VERSION: u32 = 7;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
     pub fn params() -> RobustBaselineParams {
@@ -204,7 +210,8 @@ impl RobustBaseline {
 
     /// Returns the heap bytes a model with `params` holds once it has a seasonal profile.
     pub fn approx_heap_bytes_for(params: &RobustBaselineValidParams) -> usize {
-        let window = 2 * params.window_points * size_of::<f64>();
+        let window =
+            2 * params.window_points * size_of::<f64>() + params.window_points * size_of::<f32>();
         let season = if params.season_period_ms > 0 {
             params.season_bins * 5
         } else {
@@ -261,9 +268,9 @@ impl RobustBaseline {
     fn expectation(&self, timestamp_ms: i64) -> Option<Expectation> {
         let stats = self.window.stats()?;
         let bin = self.phase_bin(timestamp_ms);
-        let offset = match (&self.season, bin) {
-            (Some(season), Some(bin)) => season.offset(bin),
-            _ => 0.0,
+        let (offset, learnt_offset) = match (&self.season, bin) {
+            (Some(season), Some(bin)) => (season.offset(bin), season.learnt_offset(bin)),
+            _ => (0.0, 0.0),
         };
         let scale = stats
             .spread
@@ -274,6 +281,7 @@ impl RobustBaseline {
             timestamp_ms,
             bin,
             offset,
+            learnt_offset,
             stats,
             scale,
         })
@@ -353,10 +361,14 @@ impl RobustBaseline {
         self.last_timestamp_ms = Some(timestamp_ms);
         self.absorbed += 1;
         self.since_window_reset += 1;
-        let offset = expectation.map_or(0.0, |expectation| expectation.offset);
         let bin = match expectation {
             Some(expectation) => expectation.bin,
             None => self.phase_bin(timestamp_ms),
+        };
+        let (offset, learnt_offset) = match (expectation, &self.season, bin) {
+            (Some(expectation), _, _) => (expectation.offset, expectation.learnt_offset),
+            (None, Some(season), Some(bin)) => (season.offset(bin), season.learnt_offset(bin)),
+            _ => (0.0, 0.0),
         };
         let deseasonalised = value - offset;
         self.longest_run *= self.record_keep;
@@ -408,7 +420,10 @@ impl RobustBaseline {
                 level + alpha * (target - level)
             }
         });
-        self.window.push(deseasonalised);
+        // The offset travels with the value (and the records): a switch of the profile moves
+        // them into the other frame instead of emptying the window.
+        let learnt_offset = learnt_offset as f32;
+        self.window.push_with_offset(deseasonalised, learnt_offset);
         if self.params.record_gain > 0.0 {
             let median = expectation.map_or(deseasonalised, |e| e.stats.median);
             let decay = RecordDecay {
@@ -418,7 +433,7 @@ impl RobustBaseline {
             };
             self.records
                 .get_or_insert_with(|| RecordEnvelope::new(deseasonalised, timestamp_ms))
-                .learn(deseasonalised, median, timestamp_ms, decay);
+                .learn(deseasonalised, learnt_offset, median, timestamp_ms, decay);
         }
 
         if shift_confirmed {
@@ -522,6 +537,21 @@ impl RobustBaseline {
         self.shift_run = 0;
     }
 
+    /// Moves the window and the records into the seasonal frame (`deseasonalise`) or out of
+    /// it, after the profile was switched on or off; the EWMA and the long-term spread restart
+    /// from the moved window's median and spread.
+    fn reframe(&mut self, deseasonalise: bool) {
+        self.window.reframe(deseasonalise);
+        if let Some(records) = &mut self.records {
+            records.reframe(deseasonalise);
+        }
+        if let Some(stats) = self.window.stats() {
+            self.ewma_level = Some(stats.median);
+            self.long_spread = stats.spread;
+        }
+        self.shift_run = 0;
+    }
+
     /// Learns the season (creating it and the context when the sampling allows); `bin` is the
     /// phase bin of `timestamp_ms` when the season already existed.
     fn learn_season(&mut self, timestamp_ms: i64, value: f64, bin: Option<usize>) {
@@ -552,17 +582,11 @@ impl RobustBaseline {
             self.interval_ms,
             self.params.season_alpha,
         );
+        let active = season.is_active();
         if switched {
-            // The window holds values deseasonalised the other way: start it again.
-            self.window.clear();
-            self.ewma_level = None;
-            self.records = None;
-            self.long_spread = 0.0;
-            self.since_window_reset = 0;
-            self.shift_run = 0;
-            self.short_abs_z = 0.0;
-            self.sequence_mean = 0.0;
-            self.sequence_var = 0.0;
+            // The window and the records hold values in the other frame: move each by the
+            // offset of its own phase bin, so the model stays warm through the switch.
+            self.reframe(active);
         }
     }
 }
@@ -880,6 +904,37 @@ mod tests {
         );
         // A peak beyond the held record still alerts.
         assert!(holding[weeks as usize] >= 70.0, "{holding:?}");
+    }
+
+    #[test]
+    fn a_switch_of_the_seasonal_profile_keeps_the_model_warm() {
+        const MINUTE_MS: i64 = 60_000;
+        let noise = |i: i64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        // Five-minute points of a daily wave: the profile goes on after a day and a half; the
+        // point just after the switch is scored (no new warm-up), and a spike there alerts.
+        let value = |i: i64| {
+            let phase = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            100.0 + 50.0 * phase.sin() + noise(i)
+        };
+        let mut model = RobustBaseline::params().build().unwrap();
+        let mut switched_at = None;
+        for i in 0..6 * 288 {
+            model.observe(i * 5 * MINUTE_MS, value(i));
+            if model.is_seasonal() {
+                switched_at = Some(i);
+                break;
+            }
+        }
+        let switched_at = switched_at.expect("a daily wave switches the profile on");
+        assert!(model.is_warm());
+        let next = switched_at + 1;
+        let deviation = model
+            .observe(next * 5 * MINUTE_MS, value(next) + 30.0)
+            .expect("scored right after the switch");
+        assert!(
+            Score::from_deviation(&deviation).value() >= 70.0,
+            "{deviation:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! the state *before* it is absorbed:
 //!
 //! 1. **Season.** With the seasonal profile on (see `season.rs`: a daily profile in
-//!    `season_bins` phase bins, switched on only while it predicts clearly better than none),
+//!    `season_bins` phase bins, switched on only while it predicts clearly better than none, and
+//!    then on or off for at least a period),
 //!    the value is deseasonalised by its bin's offset; everything below works on deseasonalised
 //!    values, and the offset is added back to the typical value.
 //! 2. **Expected value and scale.** The expected value is the window median or the EWMA level,
@@ -52,13 +53,15 @@
 //! consecutive strong deviations on one side move the older part of the window to the new level
 //! at once. The EWMA is fed values clipped to `median ± clip_z * scale`, so single spikes barely
 //! move it. Non-finite values are never absorbed. Until `warmup_points` values have been absorbed
-//! (again after the season is switched on or off, which restarts the window) the model does not
-//! score.
+//! the model does not score. Each value in the window (and each record) keeps the learnt offset
+//! of its phase bin, so when the season is switched on or off they move into the other frame
+//! (raw or deseasonalised) and the model goes on scoring: a switch costs no warm-up.
 //!
 //! Cost: O(1) per point except two binary searches in the sorted window and a move of the sorted
 //! values between the oldest and the newest (the mean absolute deviation comes from running sums
-//! of the window's halves; the context is read only for points that would score); about 4.6 KB
-//! per series with the defaults (the seasonal profile is 5 bytes per bin, the context 4; the
+//! of the window's halves; the context is read only for points that would score); about 4.9 KB
+//! per series with the defaults (the seasonal profile is 5 bytes per bin, the context 4, the
+//! window 20 bytes per value with its offsets; the
 //! hyperparameters are shared by the models of a bank).
 
 mod algorithm;

@@ -8,9 +8,12 @@
 //! the weight of the latest period). After a full period has been seen, both
 //! one-step predictions are scored as they happen, "slow level of the deseasonalised values +
 //! offset of the bin" against "slow level of the raw values" (the same smoothing without a
-//! season), by exponentially weighted mean absolute errors over about one period. The profile is
-//! switched on when its error drops below `ACTIVATE_RATIO` of the plain one and off again above
-//! `DEACTIVATE_RATIO`, so series without a season never use it.
+//! season), by exponentially weighted mean absolute errors over about a quarter period. The
+//! profile is switched on when its error drops below `ACTIVATE_RATIO` of the plain one and off
+//! again above `DEACTIVATE_RATIO`, so series without a season never use it. A switch stands for
+//! at least one period: the quarter-period errors follow the time of day, and a decision
+//! reviewed at every point flipped the profile on and off many times a day on busy daily
+//! series.
 
 /// Error ratio (seasonal / plain) under which the profile is switched on.
 const ACTIVATE_RATIO: f64 = 0.6;
@@ -53,6 +56,8 @@ pub(crate) struct Season {
     error_samples: u64,
     first_timestamp_ms: Option<i64>,
     active: bool,
+    /// When the profile was last switched on or off.
+    switched_ms: Option<i64>,
 }
 
 impl Season {
@@ -69,6 +74,7 @@ impl Season {
             error_samples: 0,
             first_timestamp_ms: None,
             active: false,
+            switched_ms: None,
         }
     }
 
@@ -89,8 +95,18 @@ impl Season {
     /// Returns the offset to subtract from a value in phase bin `bin`: the learnt offset while
     /// the profile is on (0 for a bin never learnt), 0 otherwise.
     pub(crate) fn offset(&self, bin: usize) -> f64 {
+        if self.active {
+            self.learnt_offset(bin)
+        } else {
+            0.0
+        }
+    }
+
+    /// Returns the learnt offset of phase bin `bin` whether or not the profile is on (0 for a
+    /// bin never learnt): the offset [`Season::offset`] gives once it is on.
+    pub(crate) fn learnt_offset(&self, bin: usize) -> f64 {
         let entry = self.profile[bin];
-        if self.active && entry.updates > 0 {
+        if entry.updates > 0 {
             f64::from(entry.offset())
         } else {
             0.0
@@ -153,13 +169,26 @@ impl Season {
         };
 
         let settled = timestamp_ms.saturating_sub(first) >= self.period_ms + self.period_ms / 2;
+        // The errors average over a quarter period, so their ratio follows the time of day
+        // (a profile can beat no season in the busy hours and lose at night): a decision
+        // stands for a whole period, which spans every time of day, before it is reviewed.
+        let reviewable = self
+            .switched_ms
+            .is_none_or(|at| timestamp_ms.saturating_sub(at) >= self.period_ms);
+        if !reviewable {
+            return false;
+        }
         let was_active = self.active;
         if settled && !self.active && self.seasonal_error < ACTIVATE_RATIO * self.plain_error {
             self.active = true;
         } else if self.active && self.seasonal_error > DEACTIVATE_RATIO * self.plain_error {
             self.active = false;
         }
-        was_active != self.active
+        let switched = was_active != self.active;
+        if switched {
+            self.switched_ms = Some(timestamp_ms);
+        }
+        switched
     }
 }
 
@@ -193,6 +222,38 @@ mod tests {
         assert!(season.is_active());
         assert!(switched_at.unwrap() >= 36, "{switched_at:?}");
         assert!(season.offset(10) - season.offset(2) > 40.0);
+    }
+
+    #[test]
+    fn a_switch_stands_for_a_whole_period_however_the_errors_move() {
+        // A daily square wave until the profile is on, then the same wave inverted: the
+        // profile now predicts worse than no season within hours, but it stays on for a
+        // period after the switch, and only then goes off.
+        let mut season = Season::new(24 * HOUR_MS, 24);
+        let mut on_at = None;
+        let mut off_at = None;
+        for step in 0..24 * 10 {
+            let timestamp_ms = step * HOUR_MS;
+            let high = (8..20).contains(&(step % 24));
+            let inverted = on_at.is_some();
+            let value = if high != inverted { 80.0 } else { 20.0 };
+            let switched = season.learn(
+                season.bin(timestamp_ms),
+                timestamp_ms,
+                value,
+                HOUR_MS as f64,
+                0.2,
+            );
+            if switched && season.is_active() {
+                on_at.get_or_insert(step);
+            } else if switched {
+                off_at.get_or_insert(step);
+                break;
+            }
+        }
+        let (on_at, off_at) = (on_at.unwrap(), off_at.unwrap());
+        assert!(off_at >= on_at + 24, "on at {on_at}, off at {off_at}");
+        assert!(off_at <= on_at + 30, "on at {on_at}, off at {off_at}");
     }
 
     #[test]

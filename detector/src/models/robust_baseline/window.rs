@@ -34,6 +34,10 @@ const RESUM_EVERY: u32 = 1024;
 pub(crate) struct RobustWindow {
     capacity: usize,
     ring: Vec<f64>,
+    /// Beside each ring value, the seasonal offset of its phase bin when it arrived (whether or
+    /// not the profile was on): what turns it from one frame (raw or deseasonalised) into the
+    /// other when the profile is switched.
+    offsets: Vec<f32>,
     /// Index in `ring` of the oldest value once the ring is full.
     ring_next: usize,
     sorted: Vec<f64>,
@@ -49,6 +53,7 @@ impl RobustWindow {
         RobustWindow {
             capacity,
             ring: Vec::with_capacity(capacity),
+            offsets: Vec::with_capacity(capacity),
             ring_next: 0,
             sorted: Vec::with_capacity(capacity),
             low_sum: 0.0,
@@ -59,6 +64,7 @@ impl RobustWindow {
 
     pub(crate) fn clear(&mut self) {
         self.ring.clear();
+        self.offsets.clear();
         self.sorted.clear();
         self.ring_next = 0;
         self.resum();
@@ -75,18 +81,28 @@ impl RobustWindow {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         (self.ring.capacity() + self.sorted.capacity()) * size_of::<f64>()
+            + self.offsets.capacity() * size_of::<f32>()
     }
 
-    /// Adds a finite value, dropping the oldest one when full.
+    /// Adds a finite value with no seasonal offset, dropping the oldest one when full.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, value: f64) {
+        self.push_with_offset(value, 0.0);
+    }
+
+    /// Adds a finite value and the seasonal offset of its phase bin, dropping the oldest value
+    /// when full.
+    pub(crate) fn push_with_offset(&mut self, value: f64, offset: f32) {
         if self.ring.len() < self.capacity {
             self.ring.push(value);
+            self.offsets.push(offset);
             let position = self.sorted.partition_point(|&probe| probe < value);
             self.sorted.insert(position, value);
             self.resum();
             return;
         }
         let oldest = std::mem::replace(&mut self.ring[self.ring_next], value);
+        self.offsets[self.ring_next] = offset;
         self.ring_next = (self.ring_next + 1) % self.capacity;
         // Values are finite, so `<` orders them; equal values are interchangeable.
         let (old, new) = self.ranks(oldest, value);
@@ -198,6 +214,17 @@ impl RobustWindow {
         for back in keep + 1..=len {
             let index = (newest - back) % len;
             self.ring[index] += offset;
+        }
+        self.resort();
+    }
+
+    /// Moves every value into the other seasonal frame: subtracts its offset (`deseasonalise`,
+    /// raw values become deseasonalised ones) or adds it back, so a switch of the seasonal
+    /// profile keeps the window instead of emptying it.
+    pub(crate) fn reframe(&mut self, deseasonalise: bool) {
+        let sign = if deseasonalise { -1.0 } else { 1.0 };
+        for (value, &offset) in self.ring.iter_mut().zip(&self.offsets) {
+            *value += sign * f64::from(offset);
         }
         self.resort();
     }
@@ -369,5 +396,18 @@ mod tests {
         }
         partial.shift_older(28.0, 1);
         assert_eq!(partial.newest(3).collect::<Vec<_>>(), [30.0, 30.0, 29.0]);
+    }
+
+    #[test]
+    fn reframe_moves_each_value_by_its_own_offset_and_back() {
+        let mut window = RobustWindow::new(3);
+        for (value, offset) in [(10.0, 5.0), (20.0, -5.0), (30.0, 0.0), (40.0, 10.0)] {
+            window.push_with_offset(value, offset);
+        }
+        window.reframe(true);
+        assert_eq!(window.sorted(), [25.0, 30.0, 30.0]);
+        assert_eq!(window.newest(3).collect::<Vec<_>>(), [30.0, 30.0, 25.0]);
+        window.reframe(false);
+        assert_eq!(window.sorted(), [20.0, 30.0, 40.0]);
     }
 }
