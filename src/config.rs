@@ -183,7 +183,7 @@ pub struct StoreConfig {
     /// How long the writer gathers batches after the first one before committing them in one
     /// transaction (or sooner, at `max_batches_per_transaction`): fewer, larger commits at low
     /// rates. What is gathered is also written at shutdown. `0s` commits each arrival at once.
-    /// Default `200ms`; at most `10s`.
+    /// Default `0s`; at most `10s`.
     #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
     /// How often the folded series points are written out, and so how stale the newest bucket
@@ -201,7 +201,7 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_log_records_per_second: 5000,
             point_resolution: Duration::from_secs(10),
-            commit_delay: Duration::from_millis(200),
+            commit_delay: Duration::ZERO,
             point_flush_interval: Duration::from_secs(5),
         }
     }
