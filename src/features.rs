@@ -43,20 +43,20 @@ pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
     let mut scores = Vec::with_capacity(signals.points.len());
     let mut anomalies = Vec::new();
     for point in &signals.points {
-        let scored = bank.observe(&point.key, point.timestamp_ms, point.value);
+        let scored = bank.observe(&point.series.key, point.timestamp_ms, point.value);
         scores.push(scored.score);
         if scored.is_anomaly {
             let e = &scored.explanation;
             // Univariate models name their only feature `value`: the series name says more.
             let feature = if e.feature.is_empty() || e.feature == "value" {
-                point.name.clone()
+                point.series.name.clone()
             } else {
                 e.feature.to_string()
             };
             let series = SeriesAt {
-                key: &point.key,
-                stage: &point.stage,
-                name: &point.name,
+                key: &point.series.key,
+                stage: &point.series.stage,
+                name: &point.series.name,
                 timestamp_ms: point.timestamp_ms,
             };
             anomalies.push(Anomaly::from_scored(series, &scored, feature));

@@ -19,7 +19,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use pipewarden_collector::probe_tap::{SpanSummary, SpanTap};
-use pipewarden_collector::{SeriesPoint, SignalBatch, series_key};
+use pipewarden_collector::{SeriesPoint, SignalBatch};
 use pipewarden_synthetic::{
     DeadManFinding, ProbeOutput, ProbeResult, Prober, RunMode, StageSpan, SyntheticTelemetry,
     TRACE_ID_PREFIX, ValidSyntheticConfig,
@@ -293,14 +293,7 @@ fn point(
     timestamp_ms: i64,
     value: f64,
 ) -> SeriesPoint {
-    SeriesPoint {
-        key: series_key(SERIES_STAGE, name, &attributes),
-        stage: SERIES_STAGE.to_owned(),
-        name: name.to_owned(),
-        attributes,
-        timestamp_ms,
-        value,
-    }
+    SeriesPoint::new(SERIES_STAGE, name, attributes, timestamp_ms, value)
 }
 
 /// Returns the series points of one result.
@@ -566,7 +559,10 @@ mod tests {
     #[test]
     fn a_result_becomes_series_with_the_probe_attribute() {
         let points = result_series(&result(3, ProbeStatus::Up));
-        let names: Vec<(&str, f64)> = points.iter().map(|p| (p.name.as_str(), p.value)).collect();
+        let names: Vec<(&str, f64)> = points
+            .iter()
+            .map(|p| (p.series.name.as_str(), p.value))
+            .collect();
         assert_eq!(
             names,
             [
@@ -577,14 +573,14 @@ mod tests {
                 ("probe.stage_latency_ms", 201.5),
             ]
         );
-        assert_eq!(points[0].key, "synthetic|probe.up|probe=orders");
+        assert_eq!(points[0].series.key, "synthetic|probe.up|probe=orders");
         assert_eq!(
-            points[4].key,
+            points[4].series.key,
             "synthetic|probe.stage_latency_ms|probe=orders,stage=relay"
         );
         let down = result_series(&result(4, ProbeStatus::Timeout));
         assert_eq!(down[0].value, 0.0);
-        assert!(down.iter().all(|p| p.name != "probe.latency_ms"));
+        assert!(down.iter().all(|p| p.series.name != "probe.latency_ms"));
     }
 
     #[test]

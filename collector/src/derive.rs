@@ -45,6 +45,7 @@ use std::collections::HashSet;
 
 use foldhash::{HashMap, HashMapExt};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -66,7 +67,7 @@ use crate::config::SignalsConfig;
 use crate::otlp::scan::PointView;
 use crate::otlp::{Admitted, OtlpRequest, RawMetrics};
 use crate::signal::{
-    JobRun, JobStatus, LogRecord, SeriesPoint, SignalBatch, StageWindow, series_key,
+    JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
 };
 use crate::telemetry::{CollectorTelemetry, Signal};
 
@@ -421,14 +422,7 @@ impl Deriver {
             let percentiles = acc.percentiles();
             let points = &mut self.pending.points;
             let mut push = |name: &str, attributes: Vec<(String, String)>, value: f64| {
-                points.push(SeriesPoint {
-                    key: series_key(&stage, name, &attributes),
-                    stage: stage.clone(),
-                    name: name.to_owned(),
-                    attributes,
-                    timestamp_ms: end_ms,
-                    value,
-                });
+                points.push(SeriesPoint::new(&stage, name, attributes, end_ms, value));
             };
             if acc.spans > 0 {
                 let spans = acc.spans as f64;
@@ -565,10 +559,12 @@ impl Deriver {
         }
         let end_ms = nanos_to_ms(span.end_time_unix_nano);
         self.pending.points.push(SeriesPoint {
-            key: runtime_key,
-            stage: self.stage.clone(),
-            name: "job.runtime_ms".to_owned(),
-            attributes,
+            series: Arc::new(Series {
+                key: runtime_key,
+                stage: self.stage.clone(),
+                name: "job.runtime_ms".to_owned(),
+                attributes,
+            }),
             timestamp_ms: end_ms,
             value: latency_ms,
         });
@@ -726,10 +722,12 @@ impl Deriver {
                     return;
                 }
                 this.pending.points.push(SeriesPoint {
-                    key,
-                    stage: this.stage.clone(),
-                    name: name.to_owned(),
-                    attributes,
+                    series: Arc::new(Series {
+                        key,
+                        stage: this.stage.clone(),
+                        name: name.to_owned(),
+                        attributes,
+                    }),
                     timestamp_ms,
                     value,
                 });
@@ -788,8 +786,11 @@ impl Deriver {
         let series = self
             .series_cache
             .resolve(&self.settings.stage_attributes, context, view);
-        let Some(acc) = stage_entry(&mut self.stages, &series.stage, self.settings.max_stages)
-        else {
+        let Some(acc) = stage_entry(
+            &mut self.stages,
+            &series.series.stage,
+            self.settings.max_stages,
+        ) else {
             self.telemetry
                 .dropped(Signal::MetricPoints, "max_stages", 1);
             return;
@@ -809,7 +810,7 @@ impl Deriver {
         // A key admitted in this window stays in the table until the window closes: admitting
         // it again would change nothing.
         if series.admitted_in != Some(self.window_index) {
-            if !self.series.admit(&series.key, self.window_index) {
+            if !self.series.admit(&series.series.key, self.window_index) {
                 self.telemetry
                     .dropped(Signal::MetricPoints, "cardinality", 1);
                 return;
@@ -817,10 +818,7 @@ impl Deriver {
             series.admitted_in = Some(self.window_index);
         }
         self.pending.points.push(SeriesPoint {
-            key: series.key.clone(),
-            stage: series.stage.clone(),
-            name: series.name.clone(),
-            attributes: series.attributes.clone(),
+            series: Arc::clone(&series.series),
             timestamp_ms,
             value,
         });
@@ -994,10 +992,7 @@ fn series_attributes(attributes: &[KeyValue]) -> Vec<(String, String)> {
 /// What the points of one series carry, resolved once from the raw bytes of a data point.
 #[derive(Debug)]
 struct CachedSeries {
-    stage: String,
-    name: String,
-    key: String,
-    attributes: Vec<(String, String)>,
+    series: Arc<Series>,
     /// The last window the key was admitted in under the `max_series` cap.
     admitted_in: Option<u64>,
 }
@@ -1058,10 +1053,12 @@ impl SeriesCache {
                 write_stage(&mut stage, stage_attributes, context, &attributes);
                 let attributes = series_attributes(&attributes);
                 let series = CachedSeries {
-                    key: series_key(&stage, view.name, &attributes),
-                    stage,
-                    name: view.name.to_owned(),
-                    attributes,
+                    series: Arc::new(Series {
+                        key: series_key(&stage, view.name, &attributes),
+                        stage,
+                        name: view.name.to_owned(),
+                        attributes,
+                    }),
                     admitted_in: None,
                 };
                 if self.series.len() >= self.max_entries {

@@ -8,14 +8,16 @@
 //! attribute found on the item (for example `pipeline.stage`, `messaging.destination.name` or
 //! `job.name`): `service` or `service/value`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-/// One value of one series at one time.
+/// The identity of a series: its key, stage, name and attributes.
 ///
-/// A series is identified by [`SeriesPoint::key`], a canonical string built from the stage, the
+/// A series is identified by [`Series::key`], a canonical string built from the stage, the
 /// signal name and the sorted attributes (see [`series_key`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeriesPoint {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Series {
     /// Canonical series key, `stage|name|k1=v1,k2=v2` with attributes sorted by key.
     pub key: String,
     /// Stage the series belongs to.
@@ -24,10 +26,50 @@ pub struct SeriesPoint {
     pub name: String,
     /// Attributes of the series, sorted by key.
     pub attributes: Vec<(String, String)>,
+}
+
+impl Series {
+    /// The series `stage`, `name`, `attributes` (sorted by key), its key built with
+    /// [`series_key`].
+    pub fn new(stage: &str, name: &str, attributes: Vec<(String, String)>) -> Self {
+        Self {
+            key: series_key(stage, name, &attributes),
+            stage: stage.to_owned(),
+            name: name.to_owned(),
+            attributes,
+        }
+    }
+}
+
+/// One value of one series at one time.
+///
+/// The series is shared: the points of one series point at the same [`Series`], so a point of a
+/// known series costs no allocation of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// The series the point belongs to.
+    pub series: Arc<Series>,
     /// Time of the point (end of the window for derived signals), Unix milliseconds.
     pub timestamp_ms: i64,
     /// Value of the point.
     pub value: f64,
+}
+
+impl SeriesPoint {
+    /// A point of the series `stage`, `name`, `attributes` (sorted by key).
+    pub fn new(
+        stage: &str,
+        name: &str,
+        attributes: Vec<(String, String)>,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Self {
+        Self {
+            series: Arc::new(Series::new(stage, name, attributes)),
+            timestamp_ms,
+            value,
+        }
+    }
 }
 
 /// Figures of one stage over one closed window.

@@ -29,10 +29,10 @@ impl PointInput {
     /// Builds the input from a collector point and its detector score.
     pub fn from_series_point(point: &SeriesPoint, score: Option<f64>) -> Self {
         Self {
-            key: point.key.clone(),
-            stage: point.stage.clone(),
-            name: point.name.clone(),
-            attributes: point.attributes.clone(),
+            key: point.series.key.clone(),
+            stage: point.series.stage.clone(),
+            name: point.series.name.clone(),
+            attributes: point.series.attributes.clone(),
             timestamp_ms: point.timestamp_ms,
             value: point.value,
             score,

@@ -207,7 +207,10 @@ impl AlertInput {
     pub fn events_from_store_batch(&self, batch: &StoreBatch) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         for (i, point) in batch.signals.points.iter().enumerate() {
-            if self.filter.wants_point(&point.key, &point.name) {
+            if self
+                .filter
+                .wants_point(&point.series.key, &point.series.name)
+            {
                 let score = batch.scores.get(i).copied();
                 events.push(AlertEvent::Point(PointInput::from_series_point(
                     point, score,

@@ -43,14 +43,7 @@ async fn state_and_start(dir: &std::path::Path) -> (AppState, i64) {
     let thread = writer.spawn(rx);
     let key = series_key("svc/a", "span.count", &[]);
     let t0 = now_ms() - 60_000;
-    let point = |ts, value| SeriesPoint {
-        key: key.clone(),
-        stage: "svc/a".into(),
-        name: "span.count".into(),
-        attributes: vec![],
-        timestamp_ms: ts,
-        value,
-    };
+    let point = |ts, value| SeriesPoint::new("svc/a", "span.count", vec![], ts, value);
     let window = |start: i64, spans, errors| StageWindow {
         stage: "svc/a".into(),
         window_start_ms: start,

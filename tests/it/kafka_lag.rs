@@ -261,15 +261,15 @@ async fn exact_lag_and_verdicts_for_committed_groups() {
     let points: Vec<_> = first
         .points
         .iter()
-        .filter(|p| p.stage == "kafka/local/behind")
+        .filter(|p| p.series.stage == "kafka/local/behind")
         .collect();
     let group_point = points
         .iter()
-        .find(|p| p.name == "kafka.lag_messages" && p.attributes.is_empty())
+        .find(|p| p.series.name == "kafka.lag_messages" && p.series.attributes.is_empty())
         .unwrap();
     assert_eq!(group_point.value, 6.0);
-    assert!(points.iter().any(|p| p.name == "kafka.lag_seconds"
-        && p.attributes
+    assert!(points.iter().any(|p| p.series.name == "kafka.lag_seconds"
+        && p.series.attributes
             == [
                 ("partition".into(), "1".into()),
                 ("topic".into(), "orders".into())

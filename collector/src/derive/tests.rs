@@ -38,7 +38,11 @@ fn value_of(batch: &SignalBatch, stage: &str, name: &str, attributes: &[(&str, &
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let key = series_key(stage, name, &attributes);
-    let matching: Vec<&SeriesPoint> = batch.points.iter().filter(|p| p.key == key).collect();
+    let matching: Vec<&SeriesPoint> = batch
+        .points
+        .iter()
+        .filter(|p| p.series.key == key)
+        .collect();
     assert_eq!(
         matching.len(),
         1,
@@ -46,8 +50,11 @@ fn value_of(batch: &SignalBatch, stage: &str, name: &str, attributes: &[(&str, &
         batch.points
     );
     let point = matching[0];
-    assert_eq!((point.stage.as_str(), point.name.as_str()), (stage, name));
-    assert_eq!(point.attributes, attributes);
+    assert_eq!(
+        (point.series.stage.as_str(), point.series.name.as_str()),
+        (stage, name)
+    );
+    assert_eq!(point.series.attributes, attributes);
     point.value
 }
 
@@ -366,7 +373,7 @@ async fn metric_points_are_emitted_as_they_arrive() {
         batch
             .points
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| p.series.name == name)
             .unwrap()
             .timestamp_ms
     };
@@ -434,7 +441,7 @@ async fn job_runs_by_attribute_and_by_span_name() {
     let runtimes: Vec<(i64, f64)> = batch
         .points
         .iter()
-        .filter(|p| p.name == "job.runtime_ms" && p.stage == "batch/compact")
+        .filter(|p| p.series.name == "job.runtime_ms" && p.series.stage == "batch/compact")
         .map(|p| (p.timestamp_ms, p.value))
         .collect();
     assert_eq!(runtimes, [(60_000, 30_000.0), (70_000, 10_000.0)]);
@@ -906,6 +913,18 @@ async fn scanned_metrics_derive_exactly_like_decoded_ones() {
     let decoded = derive_encoded(&body, false, SignalsConfig::default());
     let scanned = derive_encoded(&body, true, SignalsConfig::default());
     assert_eq!(scanned, decoded);
+    // The points of a scanned series share its identity, within a request and across requests:
+    // a point of a known series allocates nothing of its own.
+    let (first, again) = (&scanned.0[0].points, &scanned.0[1].points);
+    assert_eq!(first[0].series.key, first[2].series.key);
+    assert!(std::sync::Arc::ptr_eq(&first[0].series, &first[2].series));
+    for (a, b) in first.iter().zip(again) {
+        assert!(
+            std::sync::Arc::ptr_eq(&a.series, &b.series),
+            "{}",
+            a.series.key
+        );
+    }
     // Seven points with a value per request, one of them infinite.
     assert_eq!(decoded.0[0].points.len(), 6, "{:#?}", decoded.0[0].points);
     assert_eq!(decoded.1, [0, 2, 0]);

@@ -16,7 +16,7 @@ use super::report::{
 };
 use super::telemetry::{GroupGauges, LagTelemetry, PartitionGauges, PartitionKey};
 use super::verdict::{self, LagStatus, Sample};
-use crate::signal::{SeriesPoint, series_key};
+use crate::signal::SeriesPoint;
 
 /// Series name of lag in messages.
 pub const LAG_MESSAGES: &str = "kafka.lag_messages";
@@ -637,14 +637,13 @@ fn push_points(
         (LAG_MESSAGES, lag_messages as f64),
         (LAG_SECONDS, lag_seconds),
     ] {
-        points.push(SeriesPoint {
-            key: series_key(stage, name, &attributes),
-            stage: stage.to_owned(),
-            name: name.to_owned(),
-            attributes: attributes.clone(),
+        points.push(SeriesPoint::new(
+            stage,
+            name,
+            attributes.clone(),
             timestamp_ms,
             value,
-        });
+        ));
     }
 }
 

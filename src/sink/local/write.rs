@@ -401,10 +401,11 @@ fn series_id(
     cache: &mut HashMap<String, i64>,
     point: &pipewarden_collector::SeriesPoint,
 ) -> rusqlite::Result<i64> {
-    if let Some(id) = cache.get(&point.key) {
+    let series = &point.series;
+    if let Some(id) = cache.get(&series.key) {
         return Ok(*id);
     }
-    let attributes: serde_json::Map<String, serde_json::Value> = point
+    let attributes: serde_json::Map<String, serde_json::Value> = series
         .attributes
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -414,11 +415,11 @@ fn series_id(
         "INSERT INTO series (key, stage, name, attributes) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (key) DO NOTHING",
     )?
-    .execute(params![point.key, point.stage, point.name, attributes])?;
+    .execute(params![series.key, series.stage, series.name, attributes])?;
     let id: i64 = tx
         .prepare_cached("SELECT id FROM series WHERE key = ?1")?
-        .query_row([&point.key], |row| row.get(0))?;
-    cache.insert(point.key.clone(), id);
+        .query_row([&series.key], |row| row.get(0))?;
+    cache.insert(series.key.clone(), id);
     Ok(id)
 }
 
@@ -828,18 +829,12 @@ mod tests {
     }
 
     fn batch(points: &[(i64, f64)], score: f64) -> StoreBatch {
-        let key = series_key("svc", "queue.depth", &[]);
         StoreBatch {
             signals: SignalBatch {
                 points: points
                     .iter()
-                    .map(|&(timestamp_ms, value)| SeriesPoint {
-                        key: key.clone(),
-                        stage: "svc".into(),
-                        name: "queue.depth".into(),
-                        attributes: vec![],
-                        timestamp_ms,
-                        value,
+                    .map(|&(timestamp_ms, value)| {
+                        SeriesPoint::new("svc", "queue.depth", vec![], timestamp_ms, value)
                     })
                     .collect(),
                 ..SignalBatch::default()
