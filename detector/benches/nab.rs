@@ -2,7 +2,7 @@
 //! code path) and by NAB's windowed Gaussian baseline in the same run.
 //!
 //! ```text
-//! cargo bench -p pipewarden-detector --bench nab -- [NAB_DIR] [--per-file] [--dump=OUT_DIR] [--no-probe]
+//! cargo bench -p pipewarden-detector --bench nab -- [NAB_DIR] [--per-file] [--per-window] [--dump=OUT_DIR] [--no-probe]
 //! ```
 //!
 //! `NAB_DIR` holds `windows.json` and `data/<category>/<name>.csv` (`timestamp,value` rows). It
@@ -14,7 +14,10 @@
 //! baseline), then the series without labelled anomalies and how many points alerted there (the
 //! run fails if any of them alerted).
 //! `$PIPEWARDEN_NAB_MODEL` (`name=value,...`) overrides model parameters for experiments.
-//! `--per-file` adds a line per file; `--dump=OUT_DIR` writes `timestamp_ms,value,score,...`
+//! `--per-file` adds a line per file; `--per-window` a line per labelled window (standard profile:
+//! the peak score in the window and its row, and the earliest detection with its reward at the
+//! fixed and at the corpus-optimised threshold), to tell misses from late detections;
+//! `--dump=OUT_DIR` writes `timestamp_ms,value,score,...`
 //! (one score column per detector) for every file into `OUT_DIR`. A bank throughput probe
 //! follows the quality table (1,000 series, a point per series a minute, CPU time of the thread,
 //! beside the windowed Gaussian); `--no-probe` skips it.
@@ -27,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 use linfa::ParamGuard;
 use pipewarden_detector::evaluation::nab::{
-    CorpusScore, PROFILES, ScoredFile, optimise_threshold, probation_rows, score_at_threshold,
+    CorpusScore, PROFILES, ScoredFile, WindowOutcome, optimise_threshold, probation_rows,
+    score_at_threshold, window_outcomes,
 };
 use pipewarden_detector::{RobustBaseline, SeriesBank, SeriesBankParams, WindowedGaussian};
 
@@ -55,6 +59,7 @@ fn main() {
         .filter(|arg| arg != "--bench")
         .collect();
     let per_file = args.iter().any(|arg| arg == "--per-file");
+    let per_window = args.iter().any(|arg| arg == "--per-window");
     let dump = args
         .iter()
         .find_map(|arg| arg.strip_prefix("--dump="))
@@ -229,11 +234,57 @@ fn main() {
             println!("  {:<54} {} {seasonal}", file.name, line.join(" | "));
         }
     }
+    if per_window {
+        let optimised = results[&(detectors[0].name, PROFILES[0].name)].0.threshold;
+        print_window_outcomes(
+            &files,
+            &scored_by_detector[0],
+            detectors[0].fixed_threshold,
+            optimised,
+        );
+    }
     // The issue's requirement: a series without anomalies never reaches the alert threshold.
     assert!(
         quiet_series_alerted.is_empty(),
         "series without labelled anomalies alerted: {quiet_series_alerted:?}"
     );
+}
+
+/// Prints a line per labelled window of the first detector (standard profile): the window's
+/// rows, its peak score and row, and its earliest detection (row and reward) at the fixed and
+/// at the optimised threshold.
+fn print_window_outcomes(
+    files: &[LabelledFile],
+    scored: &[ScoredFile],
+    fixed: f64,
+    optimised: f64,
+) {
+    println!();
+    println!(
+        "per window, standard profile: peak score@row, earliest detection row (reward) at the \
+         fixed {fixed:.2} and at the optimised {optimised:.4} threshold:"
+    );
+    let detection = |outcome: &WindowOutcome| match outcome.detection {
+        Some((row, reward)) => format!("{row} ({reward:.2})"),
+        None => "missed".to_owned(),
+    };
+    for (file, scored) in files.iter().zip(scored) {
+        let at_fixed = window_outcomes(scored, &PROFILES[0], fixed);
+        let at_optimised = window_outcomes(scored, &PROFILES[0], optimised);
+        for (fixed, optimised) in at_fixed.iter().zip(&at_optimised) {
+            let (left, right) = fixed.window;
+            let peak = match fixed.peak {
+                Some((row, score)) => format!("{score:.3}@{row}"),
+                None => "in probation".to_owned(),
+            };
+            println!(
+                "  {:<54} {left:>6}..{right:<6} peak {peak:<14} fixed {:<16} optimised {}",
+                file.name,
+                detection(fixed),
+                detection(optimised)
+            );
+        }
+    }
 }
 
 /// Series of the throughput probe.

@@ -1,8 +1,9 @@
 //! Throughput of the detector's hot paths, each beside a trivial baseline in the same run:
 //! points per second of the robust baseline (windowed Gaussian baseline), per model and through
-//! the series bank; vectors per second of the embedding monitor (distance to the running mean);
-//! lines per second of template mining (hashing the line); log records per second of template
-//! mining plus schema drift (the log detector's per-record work in this crate).
+//! the series bank (by key, and by series handle: the same points without the key lookup);
+//! vectors per second of the embedding monitor (distance to the running mean); lines per second
+//! of template mining (hashing the line); log records per second of template mining plus schema
+//! drift (the log detector's per-record work in this crate).
 //!
 //! Run with `cargo bench -p pipewarden-detector --bench score`; compare the models as ratios of
 //! their throughputs measured in the same run.
@@ -17,7 +18,7 @@ use linfa::ParamGuard;
 use pipewarden_detector::models::embedding_drift::EmbeddingDrift;
 use pipewarden_detector::models::schema_drift::{EventFields, FieldType, SchemaDrift};
 use pipewarden_detector::templates::TemplateMiner;
-use pipewarden_detector::{RobustBaseline, SeriesBank, WindowedGaussian};
+use pipewarden_detector::{RobustBaseline, SeriesBank, SeriesId, WindowedGaussian};
 
 const POINTS: usize = 100_000;
 const STEP_MS: i64 = 10_000;
@@ -91,6 +92,28 @@ fn bench_bank(c: &mut Criterion) {
                     for (i, &value) in values.iter().enumerate() {
                         let key = &keys[i % series_count];
                         black_box(bank.observe(key, i as i64 * STEP_MS, value));
+                    }
+                })
+            },
+        );
+        // The same points through series handles taken once (as a caller holding them would):
+        // no key lookup per point; the same scores.
+        let mut bank = SeriesBank::new(SeriesBank::params().check().unwrap());
+        let ids: Vec<SeriesId> = keys[..series_count]
+            .iter()
+            .map(|key| bank.handle(key))
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new(
+                "robust_baseline_by_handle",
+                format!("series={series_count}"),
+            ),
+            &values,
+            |b, values| {
+                b.iter(|| {
+                    for (i, &value) in values.iter().enumerate() {
+                        let id = ids[i % series_count];
+                        black_box(bank.observe_id(id, i as i64 * STEP_MS, value));
                     }
                 })
             },

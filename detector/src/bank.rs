@@ -3,12 +3,21 @@
 //! [`SeriesBank::observe`] scores a point of a series against that series' model *before* the
 //! point updates it, maps the raw score to 0-100 ([`crate::score`]) and explains it. Points of a
 //! series still in warm-up score 0 and never alert. A point whose score does not exceed the
-//! series' remembered peak (decaying with `repeat_half_life_points`) by `repeat_margin` is a
-//! repeat of an episode already reported: its score is multiplied by `repeat_damping` (0 by
-//! default), so one incident raises one alert, plus one whenever it gets clearly worse. At most
+//! series' remembered peak (the highest recent alert-level score, decaying with
+//! `repeat_half_life_points`) by `repeat_margin` is a repeat of an episode already reported: its
+//! score is multiplied by `repeat_damping` (0 by default), so one incident raises one alert, plus
+//! one whenever it gets clearly worse. Scores below the alert threshold are not remembered, so
+//! an episode that opens just below it still alerts once it reaches it. At most
 //! `max_series` models are held: a new series beyond the cap evicts the least-recently-updated
 //! one (its history is lost; the key starts a fresh warm-up if it comes back), and every eviction
 //! is counted.
+//!
+//! A caller that feeds the same series again and again can take a [`SeriesId`] for a key once
+//! ([`SeriesBank::handle`]) and observe through it ([`SeriesBank::observe_id`]), skipping the
+//! hashing and comparison of the key string at every point. A handle names the series, not its
+//! place: once the series is evicted, observing through the handle returns `None` (the point is
+//! not absorbed) and a fresh handle must be taken, so a stale handle never feeds another
+//! series' model.
 //!
 //! ```
 //! use linfa::ParamGuard;
@@ -135,7 +144,7 @@ impl SeriesBankParams {
     }
 
     /// Sets the half-life (>= 0 points of the series) of the memory of the series' highest
-    /// recent score: a point whose score does not exceed that remembered peak by
+    /// recent alert-level score: a point whose score does not exceed that remembered peak by
     /// `repeat_margin` is a repeat of an episode already reported, and its score is multiplied by
     /// `repeat_damping` (its explanation still describes the raw deviation). A lasting
     /// anomaly therefore alerts when it starts and again only when it gets worse, as one alert
@@ -237,12 +246,23 @@ pub struct ScoredPoint {
     pub model_version: u32,
 }
 
+/// A handle on one series of a [`SeriesBank`] (see [`SeriesBank::handle`]): observing through it
+/// skips the lookup of the key. It stays valid until the series is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesId {
+    slot: usize,
+    /// The slot's generation when the handle was taken; a slot moves to the next generation
+    /// whenever it is given to another series.
+    generation: u64,
+}
+
 /// One series: its key and model.
 #[derive(Debug, Clone)]
 struct Slot {
     key: Arc<str>,
     model: RobustBaseline,
-    /// Highest recent undamped score, decaying with `repeat_half_life_points`.
+    /// Highest recent undamped score at or above the alert threshold (0 if none), decaying with
+    /// `repeat_half_life_points`.
     peak_score: f64,
 }
 
@@ -273,6 +293,8 @@ pub struct SeriesBank {
     slots: Vec<Slot>,
     /// Recency list, one entry per slot (same index).
     links: Vec<Link>,
+    /// Per slot, how many times it was given to another series (checks handles).
+    generations: Vec<u64>,
     most_recent: usize,
     least_recent: usize,
     evictions: u64,
@@ -300,6 +322,7 @@ impl SeriesBank {
             index: HashMap::with_hasher(RandomState::default()),
             slots: Vec::new(),
             links: Vec::new(),
+            generations: Vec::new(),
             most_recent: NIL,
             least_recent: NIL,
             evictions: 0,
@@ -335,7 +358,12 @@ impl SeriesBank {
         let key_heap = 2 * size_of::<usize>() + self.key_bytes / self.slots.len().max(1);
         // A hash table entry plus one control byte, at its typical 7/8 load.
         let index_entry = (size_of::<(Arc<str>, usize)>() + 1) * 8 / 7;
-        size_of::<Slot>() + size_of::<Link>() + model_heap + key_heap + index_entry
+        size_of::<Slot>()
+            + size_of::<Link>()
+            + size_of::<u64>()
+            + model_heap
+            + key_heap
+            + index_entry
     }
 
     /// Scores the point `value` of series `key` at `timestamp_ms` against the series' history,
@@ -343,6 +371,67 @@ impl SeriesBank {
     /// absorbed.
     pub fn observe(&mut self, key: &str, timestamp_ms: i64, value: f64) -> ScoredPoint {
         let slot_index = self.slot_for(key);
+        self.observe_slot(slot_index, timestamp_ms, value)
+    }
+
+    /// Returns the handle of series `key`, adding the series (as the most recently updated, with
+    /// an empty model) when it is not held; at the cap that evicts the least recently updated
+    /// series, as [`SeriesBank::observe`] would. Taking the handle of a held series does not
+    /// count as an update.
+    ///
+    /// ```
+    /// use linfa::ParamGuard;
+    /// use pipewarden_detector::SeriesBank;
+    ///
+    /// let mut bank = SeriesBank::new(SeriesBank::params().max_series(1).check()?);
+    /// let ingest = bank.handle("svc/ingest|span.count");
+    /// for i in 0..100 {
+    ///     let point = bank.observe_id(ingest, i * 10_000, 100.0 + (i % 7) as f64);
+    ///     assert!(point.is_some_and(|point| !point.is_anomaly));
+    /// }
+    /// // Another series takes the only slot: the handle is stale, take a new one.
+    /// bank.observe("svc/export|span.count", 1_000_000, 5.0);
+    /// assert!(bank.observe_id(ingest, 1_000_000, 100.0).is_none());
+    /// let ingest = bank.handle("svc/ingest|span.count");
+    /// assert!(bank.observe_id(ingest, 1_010_000, 100.0).is_some());
+    /// # Ok::<(), pipewarden_detector::SeriesBankParamsError>(())
+    /// ```
+    pub fn handle(&mut self, key: &str) -> SeriesId {
+        let slot = self.slot_for(key);
+        SeriesId {
+            slot,
+            generation: self.generations[slot],
+        }
+    }
+
+    /// Scores the point `value` of the series of handle `id` at `timestamp_ms`, then adds it to
+    /// that history, exactly as [`SeriesBank::observe`] with the series' key does. Returns `None`
+    /// (and absorbs nothing) when the series was evicted since the handle was taken. A handle
+    /// means something only to the bank that gave it.
+    pub fn observe_id(
+        &mut self,
+        id: SeriesId,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Option<ScoredPoint> {
+        if self.generations.get(id.slot) != Some(&id.generation) {
+            return None;
+        }
+        Some(self.observe_slot(id.slot, timestamp_ms, value))
+    }
+
+    /// Returns the key of the series of handle `id`, `None` when the handle is stale.
+    pub fn key_of(&self, id: SeriesId) -> Option<&str> {
+        if self.generations.get(id.slot) != Some(&id.generation) {
+            return None;
+        }
+        self.slots.get(id.slot).map(|slot| &*slot.key)
+    }
+
+    /// Scores a point of the series in `slot_index` and absorbs it (see [`SeriesBank::observe`]).
+    /// Inlined into both callers: as a call of its own it cost a few percent of a point.
+    #[inline(always)]
+    fn observe_slot(&mut self, slot_index: usize, timestamp_ms: i64, value: f64) -> ScoredPoint {
         self.touch(slot_index);
         let band_z = self.band_z;
         let alert_threshold = self.params.alert_threshold;
@@ -366,7 +455,14 @@ impl SeriesBank {
         } else {
             raw_score * self.params.repeat_damping
         };
-        slot.peak_score = (peak * self.peak_keep).max(raw_score);
+        // Only an alert-level score is remembered: the memory is of episodes already reported,
+        // so an episode that opens just below the threshold still alerts once it gets there.
+        let remembered = if raw_score >= alert_threshold {
+            raw_score
+        } else {
+            0.0
+        };
+        slot.peak_score = (peak * self.peak_keep).max(remembered);
         let is_anomaly = scored && score >= alert_threshold;
         let continuing = is_anomaly && peak >= alert_threshold;
         ScoredPoint {
@@ -380,10 +476,18 @@ impl SeriesBank {
     }
 
     /// Returns the slot of `key`, creating it (and evicting the least recent series at the cap).
+    #[inline(always)]
     fn slot_for(&mut self, key: &str) -> usize {
-        if let Some(&slot_index) = self.index.get(key) {
-            return slot_index;
+        match self.index.get(key) {
+            Some(&slot_index) => slot_index,
+            None => self.add_series(key),
         }
+    }
+
+    /// Returns the slot of a new series `key`: a new one below the cap, else the least recent
+    /// one, whose series is evicted. Either way the series becomes the most recent.
+    #[cold]
+    fn add_series(&mut self, key: &str) -> usize {
         let key: Arc<str> = Arc::from(key);
         self.key_bytes += key.len();
         if self.slots.len() < self.params.max_series {
@@ -397,6 +501,7 @@ impl SeriesBank {
                 newer: NIL,
                 older: NIL,
             });
+            self.generations.push(0);
             self.link_as_most_recent(slot_index);
             self.index.insert(key, slot_index);
             return slot_index;
@@ -410,11 +515,15 @@ impl SeriesBank {
         self.key_bytes -= evicted.len();
         self.index.remove(&evicted);
         self.index.insert(key, slot_index);
+        self.generations[slot_index] += 1;
         self.evictions += 1;
+        // The slot now holds the newest series.
+        self.touch(slot_index);
         slot_index
     }
 
     /// Moves `slot_index` to the most recent end of the recency list.
+    #[inline(always)]
     fn touch(&mut self, slot_index: usize) {
         if self.most_recent == slot_index {
             return;

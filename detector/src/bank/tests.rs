@@ -309,12 +309,98 @@ fn memory_per_series_is_reported() {
     bank.observe("svc/ingest|span.count", 0, 1.0);
     let bytes = bank.approx_bytes_per_series();
     let window = bank.hyperparams().model().window_points();
-    // Window values, their sorted copy and their seasonal offsets (4 bytes each); seasonal
-    // profile (5 bytes per bin) and time-of-day context (4).
-    let window = window * (8 + 8 + 4);
+    // Window values (sorted), their arrival slots (2 bytes each) and their seasonal offsets (4);
+    // seasonal profile (5 bytes per bin) and time-of-day context (4).
+    let window = window * (8 + 2 + 4);
     let season = bank.hyperparams().model().season_bins() * (5 + 4);
     assert!(bytes > window + season, "{bytes}");
     assert!(bytes < window + season + 1280, "{bytes}");
+}
+
+#[test]
+fn observing_through_handles_scores_exactly_as_through_keys() {
+    // Three series through a two-series cap: evictions on the way.
+    let values: Vec<f64> = gaussian_noise(5, 3000)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if i % 400 == 399 { 25.0 } else { 100.0 + x })
+        .collect();
+    let params = SeriesBank::params().max_series(2).check().unwrap();
+    let (mut by_key, mut by_handle) = (SeriesBank::new(params.clone()), SeriesBank::new(params));
+    let keys = ["a", "b", "c"];
+    // A handle is taken at a series' first point, and again whenever it is reported stale.
+    let mut handles: Vec<Option<SeriesId>> = vec![None; keys.len()];
+    let mut stale = 0;
+    for (i, &value) in values.iter().enumerate() {
+        // Mostly "a" and "b"; "c" now and then, evicting one of them.
+        let which = if i % 50 == 49 { 2 } else { i % 2 };
+        let timestamp_ms = i as i64 * STEP_MS;
+        let expected = by_key.observe(keys[which], timestamp_ms, value);
+        let held = handles[which].and_then(|id| by_handle.observe_id(id, timestamp_ms, value));
+        let point = match held {
+            Some(point) => point,
+            None => {
+                stale += usize::from(handles[which].is_some());
+                let id = by_handle.handle(keys[which]);
+                handles[which] = Some(id);
+                by_handle
+                    .observe_id(id, timestamp_ms, value)
+                    .expect("a fresh handle is valid")
+            }
+        };
+        assert_eq!(point, expected, "point {i}");
+        assert_eq!(by_handle.key_of(handles[which].unwrap()), Some(keys[which]));
+    }
+    assert!(stale > 50, "{stale}");
+    assert_eq!(by_handle.evictions(), by_key.evictions());
+    assert!(by_handle.evictions() > 50);
+}
+
+#[test]
+fn a_stale_handle_feeds_nothing_and_a_new_handle_starts_a_fresh_series() {
+    let mut bank = SeriesBank::new(SeriesBank::params().max_series(1).check().unwrap());
+    let a = bank.handle("a");
+    for i in 0..30 {
+        assert!(bank.observe_id(a, i, 1.0 + (i % 3) as f64).is_some());
+    }
+    // "b" takes the only slot: the handle of "a" is stale and must not feed "b"'s model.
+    let b = bank.handle("b");
+    assert_eq!(bank.evictions(), 1);
+    assert_eq!(bank.key_of(a), None);
+    assert_eq!(bank.key_of(b), Some("b"));
+    assert_eq!(bank.observe_id(a, 30, 1e9), None);
+    assert_eq!(bank.slots[bank.index["b"]].model.absorbed(), 0);
+    assert!(bank.observe_id(b, 31, 1.0).is_some());
+    assert_eq!(bank.slots[bank.index["b"]].model.absorbed(), 1);
+    // "a" comes back in a fresh warm-up, under a new handle; the old one stays stale.
+    let a_again = bank.handle("a");
+    assert_ne!(a_again, a);
+    assert_eq!(bank.observe_id(a, 32, 1.0), None);
+    assert_eq!(bank.observe_id(b, 33, 1.0), None);
+    let point = bank.observe_id(a_again, 34, 1e9).expect("fresh handle");
+    assert!(!point.is_anomaly && point.score == 0.0);
+    // A handle beyond this bank's slots (from a larger bank) names no series.
+    let mut other = SeriesBank::new(SeriesBank::params().max_series(4).check().unwrap());
+    for key in ["w", "x", "y", "z"] {
+        other.handle(key);
+    }
+    assert_eq!(bank.observe_id(other.handle("z"), 35, 1.0), None);
+}
+
+#[test]
+fn taking_a_handle_adds_a_new_series_as_the_most_recent_but_does_not_refresh_a_held_one() {
+    let mut bank = SeriesBank::new(SeriesBank::params().max_series(2).check().unwrap());
+    bank.observe("a", 0, 1.0);
+    bank.observe("b", 1, 1.0);
+    // A handle of the held "a" is not an update: "a" stays the least recent and goes first.
+    let a = bank.handle("a");
+    let c = bank.handle("c");
+    assert_eq!(bank.evictions(), 1);
+    assert_eq!(bank.key_of(a), None);
+    // "c" was added as the most recent: the next new series evicts "b".
+    bank.observe("d", 2, 1.0);
+    assert!(bank.key_of(c).is_some());
+    assert!(!bank.index.contains_key("b"));
 }
 
 #[test]
@@ -430,6 +516,52 @@ proptest! {
             prop_assert!(!point.is_anomaly || point.score >= 70.0);
         }
     }
+}
+
+#[test]
+fn an_episode_that_opens_below_the_threshold_alerts_once_it_gets_there() {
+    let base: Vec<f64> = gaussian_noise(29, 600)
+        .iter()
+        .map(|x| 100.0 + 2.0 * x)
+        .collect();
+    let undamped = || {
+        SeriesBank::new(
+            SeriesBank::params()
+                .repeat_half_life_points(0.0)
+                .check()
+                .unwrap(),
+        )
+    };
+    // Raw scores of two steps up at points 500 and 501, each found by a scan of the value.
+    let raw = |first: f64, second: f64| -> (f64, f64) {
+        let mut values = base[..502].to_vec();
+        values[500] = first;
+        values[501] = second;
+        let points = observe_all(&mut undamped(), "s", &values);
+        (points[500].score, points[501].score)
+    };
+    let first = (0..400)
+        .map(|i| 100.0 + f64::from(i) * 0.1)
+        .find(|&v| (60.0..68.0).contains(&raw(v, 100.0).0))
+        .expect("a value scoring just below the threshold");
+    let (below, _) = raw(first, 100.0);
+    let second = (0..400)
+        .map(|i| first + f64::from(i) * 0.1)
+        .find(|&v| raw(first, v).1 >= 72.0)
+        .expect("a value scoring above the threshold");
+    let (_, above) = raw(first, second);
+    // Within the margin of the first score: had the first been remembered, the second would
+    // have been taken for a repeat.
+    assert!(above <= below + 15.0, "{below} then {above}");
+
+    let mut values = base.clone();
+    values[500] = first;
+    values[501] = second;
+    let points = observe_all(&mut bank(), "s", &values);
+    assert!(!points[500].is_anomaly, "{}", points[500].score);
+    assert!(points[501].is_anomaly, "{below} then {above}");
+    assert_eq!(points[501].score, above);
+    assert!(!points[501].continuing);
 }
 
 #[test]

@@ -18,7 +18,8 @@
 //!   `S_perfect = A_TP * windows` and `S_null = -A_FN * windows`.
 //!
 //! [`optimise_threshold`] sweeps every distinct score in one pass (rows sorted by decreasing
-//! score), like NAB's own optimiser; [`score_at_threshold`] scores one fixed threshold.
+//! score), like NAB's own optimiser; [`score_at_threshold`] scores one fixed threshold;
+//! [`window_outcomes`] tells, per window of a file, its peak score and its earliest detection.
 
 /// Weights of one NAB application profile.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -207,6 +208,49 @@ pub fn score_at_threshold(files: &[ScoredFile], profile: &Profile, threshold: f6
     }
 }
 
+/// How one labelled window of a file fared at a threshold: what an analysis of misses and late
+/// detections needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowOutcome {
+    /// The window as an inclusive row range.
+    pub window: (usize, usize),
+    /// The highest score of a scorable row in the window and its row (`None` when the window
+    /// ends inside probation).
+    pub peak: Option<(usize, f64)>,
+    /// The earliest detection in the window and its reward (`None` when missed).
+    pub detection: Option<(usize, f64)>,
+}
+
+/// Returns, for each window of `file` in order, its peak score and its earliest detection at
+/// `threshold` with the reward `profile` gives it (rows inside probation are not scorable).
+pub fn window_outcomes(file: &ScoredFile, profile: &Profile, threshold: f64) -> Vec<WindowOutcome> {
+    let probation = probation_rows(file.scores.len());
+    file.windows
+        .iter()
+        .map(|&(left, right)| {
+            let first = left.max(probation);
+            let rows = || (first..=right).filter_map(|i| Some((i, *file.scores.get(i)?)));
+            let peak = rows().fold(None, |peak: Option<(usize, f64)>, (i, score)| match peak {
+                Some((_, best)) if best >= score => peak,
+                _ => Some((i, score)),
+            });
+            let detection = rows().find(|&(_, score)| score >= threshold).map(|(i, _)| {
+                let width = (right - left + 1) as f64;
+                let y = -((right - i + 1) as f64) / width;
+                (
+                    i,
+                    profile.true_positive * scaled_sigmoid(y) / scaled_sigmoid(-1.0),
+                )
+            });
+            WindowOutcome {
+                window: (left, right),
+                peak,
+                detection,
+            }
+        })
+        .collect()
+}
+
 /// Returns the threshold with the best corpus score among every distinct score (and "never
 /// fire"), found in one sweep over the rows sorted by decreasing score.
 pub fn optimise_threshold(files: &[ScoredFile], profile: &Profile) -> CorpusScore {
@@ -274,6 +318,33 @@ mod tests {
             scores[i] = 1.0;
         }
         ScoredFile { windows, scores }
+    }
+
+    #[test]
+    fn window_outcomes_give_the_peak_and_the_earliest_detection_with_its_reward() {
+        let mut scored = file(1000, vec![(100, 140), (500, 599), (700, 799)], &[]);
+        // Window 0 ends inside probation (150 rows); window 1 is detected first at its peak
+        // (0.9 at row 560; 0.4 before it does not count, 0.6 after it is later); window 2
+        // never reaches 0.5.
+        scored.scores[120] = 1.0;
+        scored.scores[599] = 0.6;
+        scored.scores[560] = 0.9;
+        scored.scores[540] = 0.4;
+        scored.scores[750] = 0.3;
+        let outcomes = window_outcomes(&scored, &STANDARD, 0.5);
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(outcomes[0].peak, None);
+        assert_eq!(outcomes[0].detection, None);
+        assert_eq!(outcomes[1].peak, Some((560, 0.9)));
+        let (row, reward) = outcomes[1].detection.unwrap();
+        assert_eq!(row, 560);
+        let expected = scaled_sigmoid(-40.0 / 100.0) / scaled_sigmoid(-1.0);
+        assert!((reward - expected).abs() < 1e-12, "{reward} vs {expected}");
+        assert_eq!(outcomes[2].peak, Some((750, 0.3)));
+        assert_eq!(outcomes[2].detection, None);
+        // The rewards agree with the corpus score of the same threshold.
+        let corpus = score_at_threshold(std::slice::from_ref(&scored), &STANDARD, 0.5);
+        assert!((corpus.raw - (reward - 1.0)).abs() < 1e-12, "{corpus:?}");
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl RobustBaseline {
     /// Returns the heap bytes a model with `params` holds once it has a seasonal profile.
     pub fn approx_heap_bytes_for(params: &RobustBaselineValidParams) -> usize {
         let window =
-            2 * params.window_points * size_of::<f64>() + params.window_points * size_of::<f32>();
+            RobustWindow::heap_bytes_for(params.window_points, params.season_period_ms > 0);
         let season = if params.season_period_ms > 0 {
             params.season_bins * 5
         } else {
