@@ -8,8 +8,11 @@
 //! false-positive feedback are suppressed, and log records are offered (without waiting) to the
 //! log detector task (see [`crate::detect`]).
 
-use pipewarden_collector::{LogRecord, SignalBatch};
-use pipewarden_detector::{SeriesBank, SeriesBankValidParams};
+use std::sync::{Arc, Weak};
+
+use foldhash::{HashMap, HashMapExt};
+use pipewarden_collector::{LogRecord, Series, SeriesPoint, SignalBatch};
+use pipewarden_detector::{ScoredPoint, SeriesBank, SeriesBankValidParams, SeriesId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -38,12 +41,78 @@ pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidPar
         .map_err(|err| anyhow::anyhow!("detector: {err}"))
 }
 
+/// The bank's handles of the series the collector keeps, so their points skip the bank's lookup
+/// of the key string.
+///
+/// A series is known by the address of its shared [`Series`]: the collector's cache of metric
+/// series hands out the same `Arc` for every point of a series. An entry holds a [`Weak`]
+/// reference, which keeps the allocation (not the strings) alive, so no other series can take
+/// that address while the entry exists. Only a series someone else also holds (more than one
+/// strong reference) is worth an entry; a one-off series, such as a derived signal of one window,
+/// is scored by key. Bounded: the map starts over when it reaches `max_entries`. A handle the bank
+/// no longer honours (its series was evicted) is taken again, so scores are exactly those of
+/// scoring by key.
+#[derive(Debug)]
+pub struct SeriesHandles {
+    by_series: HashMap<usize, (Weak<Series>, SeriesId)>,
+    max_entries: usize,
+}
+
+impl SeriesHandles {
+    /// An empty map of at most `max_entries` handles (at least one).
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            by_series: HashMap::new(),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// Returns how many series have a handle.
+    pub fn len(&self) -> usize {
+        self.by_series.len()
+    }
+
+    /// Returns whether no series has a handle.
+    pub fn is_empty(&self) -> bool {
+        self.by_series.is_empty()
+    }
+
+    /// Scores `point` in `bank`, through the series' handle when it has one.
+    pub fn observe(&mut self, bank: &mut SeriesBank, point: &SeriesPoint) -> ScoredPoint {
+        let series = &point.series;
+        let (timestamp_ms, value) = (point.timestamp_ms, point.value);
+        if Arc::strong_count(series) < 2 {
+            return bank.observe(&series.key, timestamp_ms, value);
+        }
+        let address = Arc::as_ptr(series) as usize;
+        if let Some(&(_, id)) = self.by_series.get(&address)
+            && let Some(scored) = bank.observe_id(id, timestamp_ms, value)
+        {
+            return scored;
+        }
+        let id = bank.handle(&series.key);
+        if self.by_series.len() >= self.max_entries {
+            self.by_series.clear();
+        }
+        self.by_series.insert(address, (Arc::downgrade(series), id));
+        match bank.observe_id(id, timestamp_ms, value) {
+            Some(scored) => scored,
+            // A handle just taken is always honoured; scoring by key is the same anyway.
+            None => bank.observe(&series.key, timestamp_ms, value),
+        }
+    }
+}
+
 /// Scores one batch: returns the batch for the store with one score per point and the anomalies.
-pub fn score_batch(bank: &mut SeriesBank, signals: SignalBatch) -> StoreBatch {
+pub fn score_batch(
+    bank: &mut SeriesBank,
+    handles: &mut SeriesHandles,
+    signals: SignalBatch,
+) -> StoreBatch {
     let mut scores = Vec::with_capacity(signals.points.len());
     let mut anomalies = Vec::new();
     for point in &signals.points {
-        let scored = bank.observe(&point.series.key, point.timestamp_ms, point.value);
+        let scored = handles.observe(bank, point);
         scores.push(scored.score);
         if scored.is_anomaly {
             let e = &scored.explanation;
@@ -190,12 +259,13 @@ pub async fn run_detector(detector: DetectorLoop) {
         mut stages,
     } = detector;
     info!("detector started");
+    let mut handles = SeriesHandles::new(bank.hyperparams().max_series());
     let mut store_closed = false;
     while let Some(signals) = input.recv().await {
         telemetry.pipeline_queue_depth.set(input.len() as i64);
         let points = signals.points.len() as u64;
         let evictions_before = bank.evictions();
-        let mut batch = score_batch(&mut bank, signals);
+        let mut batch = score_batch(&mut bank, &mut handles, signals);
         if let Some(stages) = &mut stages {
             stages
                 .observe(&batch.signals.stage_windows, &mut batch.anomalies)
@@ -292,6 +362,104 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    fn small_bank(max_series: usize) -> SeriesBank {
+        use linfa::ParamGuard;
+        SeriesBank::new(SeriesBank::params().max_series(max_series).check().unwrap())
+    }
+
+    /// Points of two series kept by a "collector" (shared `Arc`s), one one-off series per point,
+    /// with a spike now and then.
+    fn shared_points(kept: &[Arc<Series>], n: usize) -> Vec<SeriesPoint> {
+        (0..n)
+            .flat_map(|i| {
+                let value = if i % 97 == 96 {
+                    400.0
+                } else {
+                    100.0 + (i % 7) as f64
+                };
+                let ts = i as i64 * 10_000;
+                kept.iter()
+                    .map(move |series| SeriesPoint {
+                        series: Arc::clone(series),
+                        timestamp_ms: ts,
+                        value,
+                    })
+                    .chain(std::iter::once(SeriesPoint::new(
+                        "svc",
+                        "span.count",
+                        vec![],
+                        ts,
+                        value / 2.0,
+                    )))
+                    // Now and then a series that takes the place of a kept one in a full bank.
+                    .chain(
+                        (i % 50 == 49)
+                            .then(|| SeriesPoint::new("svc", "intruder", vec![], ts, 1.0)),
+                    )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scoring_through_handles_equals_scoring_by_key() {
+        let kept = [
+            Arc::new(Series::new(
+                "svc",
+                "queue.depth",
+                vec![("q".into(), "a".into())],
+            )),
+            Arc::new(Series::new(
+                "svc",
+                "queue.depth",
+                vec![("q".into(), "b".into())],
+            )),
+        ];
+        // Roomy, and a bank of three series, where the intruder evicts a kept series now and
+        // then, so its handle goes stale.
+        for max_series in [100, 3] {
+            let points = shared_points(&kept, 400);
+            let mut by_key = small_bank(max_series);
+            let expected: Vec<ScoredPoint> = points
+                .iter()
+                .map(|p| by_key.observe(&p.series.key, p.timestamp_ms, p.value))
+                .collect();
+            let mut bank = small_bank(max_series);
+            let mut handles = SeriesHandles::new(100);
+            let scored: Vec<ScoredPoint> = points
+                .iter()
+                .map(|p| handles.observe(&mut bank, p))
+                .collect();
+            assert_eq!(scored, expected, "max_series {max_series}");
+            let peak = expected.iter().map(|p| p.score).fold(0.0, f64::max);
+            assert!(expected.iter().any(|p| p.is_anomaly), "peak {peak}");
+            // Only the kept series have handles; the one-off series went by key.
+            assert_eq!(handles.len(), 2, "max_series {max_series}");
+            assert_eq!(bank.evictions(), by_key.evictions());
+            assert_eq!(by_key.evictions() > 0, max_series == 3);
+        }
+    }
+
+    #[test]
+    fn the_handle_map_is_bounded_and_starts_over() {
+        let kept: Vec<Arc<Series>> = (0..5)
+            .map(|i| {
+                Arc::new(Series::new(
+                    "svc",
+                    "rows",
+                    vec![("n".into(), i.to_string())],
+                ))
+            })
+            .collect();
+        let mut bank = small_bank(100);
+        let mut handles = SeriesHandles::new(3);
+        for point in shared_points(&kept, 20) {
+            handles.observe(&mut bank, &point);
+            assert!(handles.len() <= 3);
+        }
+        assert!(!handles.is_empty());
+        assert_eq!(bank.len(), 6, "five kept series and the one-off one");
+    }
 
     fn logs(n: usize) -> Vec<LogRecord> {
         (0..n)
