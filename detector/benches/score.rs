@@ -13,7 +13,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use linfa::ParamGuard;
 use pipewarden_detector::models::embedding_drift::EmbeddingDrift;
 use pipewarden_detector::models::schema_drift::{EventFields, FieldType, SchemaDrift};
@@ -305,4 +305,48 @@ criterion_group!(
     bench_templates,
     bench_log_records
 );
-criterion_main!(benches);
+
+/// One fixed pass for instruction-count profilers (criterion picks its iteration counts by time,
+/// so its runs do not repeat exactly): `--fixed=by_key|by_handle|model --passes=N` feeds the
+/// criterion workload of that bench (1000 series for the bank) `N` times and exits; the
+/// difference between two pass counts is the cost of the points alone.
+fn fixed_run(mode: &str, passes: usize) {
+    let values = series(POINTS);
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("svc/stage-{i}|span.count"))
+        .collect();
+    let mut bank = SeriesBank::new(SeriesBank::params().check().unwrap());
+    let ids: Vec<SeriesId> = keys.iter().map(|key| bank.handle(key)).collect();
+    let mut model = RobustBaseline::new(RobustBaseline::params().check().unwrap());
+    for _ in 0..passes {
+        for (i, &value) in values.iter().enumerate() {
+            let timestamp_ms = i as i64 * STEP_MS;
+            match mode {
+                "by_key" => {
+                    black_box(bank.observe(&keys[i % keys.len()], timestamp_ms, value));
+                }
+                "by_handle" => {
+                    black_box(bank.observe_id(ids[i % ids.len()], timestamp_ms, value));
+                }
+                _ => {
+                    black_box(model.observe(timestamp_ms, value));
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value_of = |name: &str| {
+        args.iter()
+            .find_map(|arg| arg.strip_prefix(name).map(str::to_owned))
+    };
+    if let Some(mode) = value_of("--fixed=") {
+        let passes = value_of("--passes=").map_or(1, |passes| passes.parse().unwrap());
+        fixed_run(&mode, passes);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
