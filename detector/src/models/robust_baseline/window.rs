@@ -384,6 +384,18 @@ fn median_of_sorted(sorted: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// One step of a 64-bit linear congruential generator (deterministic test data).
+    fn next_state(state: &mut u64) {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+
+    /// The top 53 bits of `state` as a value in [0, 1).
+    fn unit(state: u64) -> f64 {
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     #[test]
     fn stats_of_a_window() {
         let mut window = RobustWindow::new(8);
@@ -423,9 +435,7 @@ mod tests {
         let mut pushed = Vec::new();
         let mut state = 12345u64;
         for _ in 0..500 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            next_state(&mut state);
             let value = ((state >> 33) % 10) as f64;
             window.push(value);
             pushed.push(value);
@@ -445,9 +455,7 @@ mod tests {
             let mut pushed = Vec::new();
             let mut state = 99u64;
             for _ in 0..3 * capacity {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                next_state(&mut state);
                 let value = ((state >> 33) % 50) as f64 - 25.0;
                 window.push(value);
                 pushed.push(value);
@@ -565,10 +573,8 @@ mod tests {
             };
             let mut state = 4242u64;
             for i in 0..6000 {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let uniform = (state >> 11) as f64 / (1u64 << 53) as f64;
+                next_state(&mut state);
+                let uniform = unit(state);
                 let value = match i % 89 {
                     0 => 3e11,
                     1..=30 => ((state >> 40) % 4) as f64,
@@ -617,10 +623,8 @@ mod tests {
             let mut window = RobustWindow::new(capacity);
             let mut state = 987u64;
             for i in 0..5000 {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let uniform = (state >> 11) as f64 / (1u64 << 53) as f64;
+                next_state(&mut state);
+                let uniform = unit(state);
                 // Repeated values, negative values and a rare huge one.
                 let value = match i % 97 {
                     0 => 1e12,
