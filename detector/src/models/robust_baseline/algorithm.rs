@@ -119,8 +119,9 @@ impl RobustBaseline {
     /// episode longer and needs a clearer escalation to alert again, `repeat_half_life_points`
     /// 200 and `repeat_margin` 15; 7: a switch of the seasonal profile moves the window and the
     /// records into the other frame instead of emptying them, and stands for at least a
-    /// period).
-    pub const VERSION: u32 = 7;
+    /// period; 8: the prediction errors that switch the seasonal profile are clipped, so
+    /// spikes do not keep it off).
+    pub const VERSION: u32 = 8;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).
     pub fn params() -> RobustBaselineParams {

@@ -8,7 +8,9 @@
 //! the weight of the latest period). After a full period has been seen, both
 //! one-step predictions are scored as they happen, "slow level of the deseasonalised values +
 //! offset of the bin" against "slow level of the raw values" (the same smoothing without a
-//! season), by exponentially weighted mean absolute errors over about a quarter period. The
+//! season), by exponentially weighted mean absolute errors over about a quarter period, each
+//! error clipped at `ERROR_CLIP` times its running mean (a spike misses both predictions by
+//! about as much: a few unclipped ones would drown the difference). The
 //! profile is switched on when its error drops below `ACTIVATE_RATIO` of the plain one and off
 //! again above `DEACTIVATE_RATIO`, so series without a season never use it. A switch stands for
 //! at least one period: the quarter-period errors follow the time of day, and a decision
@@ -23,6 +25,12 @@ const DEACTIVATE_RATIO: f64 = 0.8;
 
 /// Time constant of the slow level, as a fraction of the period.
 const SLOW_LEVEL_PERIOD_FRACTION: f64 = 0.25;
+
+/// Clip of a prediction error, in multiples of its running mean (spikes must not decide).
+const ERROR_CLIP: f64 = 5.0;
+
+/// Errors averaged (plain mean) before they are clipped.
+const ERROR_CLIP_SAMPLES: f64 = 8.0;
 
 /// One phase bin of the profile: 5 bytes, unaligned (the offset as the bytes of an `f32`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -145,8 +153,20 @@ impl Season {
             } else {
                 1.0 / samples
             };
-            self.seasonal_error += weight * ((value - level - offset).abs() - self.seasonal_error);
-            self.plain_error += weight * ((value - self.plain_level).abs() - self.plain_error);
+            // Each error is clipped at `ERROR_CLIP` times its running mean once that has
+            // settled: a spike misses both predictions by about as much, and a few unclipped
+            // ones would make the errors look alike however well the profile fits the rest.
+            let clip = |error: f64, mean: f64| {
+                if weight < 1.0 / ERROR_CLIP_SAMPLES {
+                    error.min(ERROR_CLIP * mean)
+                } else {
+                    error
+                }
+            };
+            let seasonal = clip((value - level - offset).abs(), self.seasonal_error);
+            let plain = clip((value - self.plain_level).abs(), self.plain_error);
+            self.seasonal_error += weight * (seasonal - self.seasonal_error);
+            self.plain_error += weight * (plain - self.plain_error);
         }
         self.plain_level += rate * (value - self.plain_level);
         let level = level + rate * (value - offset - level);
@@ -254,6 +274,29 @@ mod tests {
         let (on_at, off_at) = (on_at.unwrap(), off_at.unwrap());
         assert!(off_at >= on_at + 24, "on at {on_at}, off at {off_at}");
         assert!(off_at <= on_at + 30, "on at {on_at}, off at {off_at}");
+    }
+
+    #[test]
+    fn rare_large_spikes_do_not_keep_a_daily_wave_from_switching_the_profile_on() {
+        const MINUTE_MS: i64 = 60_000;
+        let noise = |i: i64| ((i.wrapping_mul(2_654_435_761) % 1000) as f64 / 500.0) - 1.0;
+        // Five-minute points of a daily wave with a spike of 20 amplitudes every 100 points:
+        // a spike misses both predictions by about as much, and unclipped, a few of them
+        // would make the errors look alike.
+        let mut season = Season::new(24 * HOUR_MS, 288);
+        for i in 0..4 * 288 {
+            let phase = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            let spike = if i % 100 == 99 { 1000.0 } else { 0.0 };
+            let timestamp_ms = i * 5 * MINUTE_MS;
+            season.learn(
+                season.bin(timestamp_ms),
+                timestamp_ms,
+                100.0 + 50.0 * phase.sin() + noise(i) + spike,
+                (5 * MINUTE_MS) as f64,
+                0.2,
+            );
+        }
+        assert!(season.is_active());
     }
 
     #[test]
