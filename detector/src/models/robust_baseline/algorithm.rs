@@ -120,7 +120,8 @@ impl RobustBaseline {
     /// 200 and `repeat_margin` 15; 7: a switch of the seasonal profile moves the window and the
     /// records into the other frame instead of emptying them, and stands for at least a
     /// period; 8: the prediction errors that switch the seasonal profile are clipped, so
-    /// spikes do not keep it off).
+    /// spikes do not keep it off, and the profile remembers about ten periods, `season_alpha`
+    /// 0.1).
     pub const VERSION: u32 = 8;
 
     /// Returns the default hyperparameters (see [`RobustBaselineParams::new`]).

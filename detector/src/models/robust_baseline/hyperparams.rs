@@ -198,7 +198,7 @@ impl RobustBaselineParams {
     /// | `long_spread_floor` | 1 | smallest scale, fraction of the long-term spread |
     /// | `season_period_ms` | 86400000 | seasonal period (a day) |
     /// | `season_bins` | 288 | phase bins per period (5 minutes each) |
-    /// | `season_alpha` | 0.2 | learning rate of a phase bin |
+    /// | `season_alpha` | 0.1 | learning rate of a phase bin (weight of the latest period) |
     /// | `tail_quantile` | 0.006 | tail level of the z calibration |
     /// | `tail_half_life_points` | 8000 | memory of the tail histogram and long-term spread |
     /// | `shift_confirm_points` | 3 | consecutive deviations confirming a level shift |
@@ -222,7 +222,7 @@ impl RobustBaselineParams {
             absolute_scale_floor: 1e-9,
             season_period_ms: 86_400_000,
             season_bins: 288,
-            season_alpha: 0.2,
+            season_alpha: 0.1,
             tail_quantile: 0.006,
             tail_half_life_points: 8000.0,
             shift_confirm_points: 3,
@@ -292,7 +292,12 @@ impl RobustBaselineParams {
         self
     }
 
-    /// Sets the learning rate (0, 1] of each bin of the seasonal profile.
+    /// Sets the learning rate (0, 1] of each bin of the seasonal profile: the weight of the
+    /// latest period in a bin's offset (until a bin has seen `1 / alpha` periods, its offset is
+    /// their plain mean). The default 0.1 remembers about ten periods, so one unusual day (a
+    /// holiday, an outage) moves the profile by a tenth of its departure and the next ordinary
+    /// day does not alert at every point where it departed; a lasting change of the daily shape
+    /// takes correspondingly longer to be learnt.
     pub fn season_alpha(mut self, season_alpha: f64) -> Self {
         self.0.season_alpha = season_alpha;
         self

@@ -300,6 +300,43 @@ mod tests {
     }
 
     #[test]
+    fn one_unusual_day_moves_the_default_profile_by_a_few_percent_of_its_departure() {
+        use linfa::ParamGuard;
+
+        let alpha = crate::RobustBaseline::params()
+            .check()
+            .unwrap()
+            .season_alpha();
+        // Hourly points of a daily square wave (80 from 08:00 to 20:00, 20 otherwise) for three
+        // weeks, then a day on which the busy hours stay at 20 (a holiday): the offset of a
+        // busy hour moves by about 4% of that departure (the slow level takes part of it; a
+        // profile giving the latest period 0.2 moved it by 8%), so the next ordinary day is
+        // still predicted close to the usual busy level.
+        let mut season = Season::new(24 * HOUR_MS, 24);
+        let learn = |season: &mut Season, step: i64, holiday: bool| {
+            let busy = (8..20).contains(&(step % 24));
+            let value = if busy && !holiday { 80.0 } else { 20.0 };
+            let timestamp_ms = step * HOUR_MS;
+            season.learn(
+                season.bin(timestamp_ms),
+                timestamp_ms,
+                value,
+                HOUR_MS as f64,
+                alpha,
+            );
+        };
+        for step in 0..24 * 21 {
+            learn(&mut season, step, false);
+        }
+        let before = season.learnt_offset(12);
+        for step in 24 * 21..24 * 22 {
+            learn(&mut season, step, true);
+        }
+        let moved = (before - season.learnt_offset(12)) / 60.0;
+        assert!(moved > 0.02 && moved < 0.06, "{moved}");
+    }
+
+    #[test]
     fn a_series_without_season_keeps_the_profile_off() {
         let mut season = Season::new(24 * HOUR_MS, 24);
         for step in 0..24 * 10 {
