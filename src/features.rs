@@ -8,10 +8,7 @@
 //! false-positive feedback are suppressed, and log records are offered (without waiting) to the
 //! log detector task (see [`crate::detect`]).
 
-use std::sync::{Arc, Weak};
-
-use foldhash::{HashMap, HashMapExt};
-use pipewarden_collector::{LogRecord, Series, SeriesPoint, SignalBatch};
+use pipewarden_collector::{LogRecord, SeriesPoint, SignalBatch};
 use pipewarden_detector::{ScoredPoint, SeriesBank, SeriesBankValidParams, SeriesId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,6 +19,7 @@ use crate::anomaly::{Anomaly, SeriesAt};
 use crate::config::DetectorConfig;
 use crate::detect::stages::StageScorer;
 use crate::detect::{LogFeed, Suppressor};
+use crate::shared_series::SharedSeriesMap;
 use crate::sink::elasticsearch::{EsDocument, Redactor, SinkInput};
 use crate::sink::local::{LogChunk, StoreBatch};
 use crate::telemetry::{AppTelemetry, ReasonLabel};
@@ -42,59 +40,46 @@ pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidPar
 }
 
 /// The bank's handles of the series the collector keeps, so their points skip the bank's lookup
-/// of the key string.
-///
-/// A series is known by the address of its shared [`Series`]: the collector's cache of metric
-/// series hands out the same `Arc` for every point of a series. An entry holds a [`Weak`]
-/// reference, which keeps the allocation (not the strings) alive, so no other series can take
-/// that address while the entry exists. Only a series someone else also holds (more than one
-/// strong reference) is worth an entry; a one-off series, such as a derived signal of one window,
-/// is scored by key. Bounded: the map starts over when it reaches `max_entries`. A handle the bank
-/// no longer honours (its series was evicted) is taken again, so scores are exactly those of
-/// scoring by key.
+/// of the key string (see [`SharedSeriesMap`]: only series the collector also holds get a handle;
+/// the others are scored by key). A handle the bank no longer honours (its series was evicted) is
+/// taken again, so scores are exactly those of scoring by key.
 #[derive(Debug)]
 pub struct SeriesHandles {
-    by_series: HashMap<usize, (Weak<Series>, SeriesId)>,
-    max_entries: usize,
+    ids: SharedSeriesMap<SeriesId>,
 }
 
 impl SeriesHandles {
     /// An empty map of at most `max_entries` handles (at least one).
     pub fn new(max_entries: usize) -> Self {
         Self {
-            by_series: HashMap::new(),
-            max_entries: max_entries.max(1),
+            ids: SharedSeriesMap::new(max_entries),
         }
     }
 
     /// Returns how many series have a handle.
     pub fn len(&self) -> usize {
-        self.by_series.len()
+        self.ids.len()
     }
 
     /// Returns whether no series has a handle.
     pub fn is_empty(&self) -> bool {
-        self.by_series.is_empty()
+        self.ids.is_empty()
     }
 
     /// Scores `point` in `bank`, through the series' handle when it has one.
     pub fn observe(&mut self, bank: &mut SeriesBank, point: &SeriesPoint) -> ScoredPoint {
         let series = &point.series;
         let (timestamp_ms, value) = (point.timestamp_ms, point.value);
-        if Arc::strong_count(series) < 2 {
+        if !SharedSeriesMap::<SeriesId>::is_shared(series) {
             return bank.observe(&series.key, timestamp_ms, value);
         }
-        let address = Arc::as_ptr(series) as usize;
-        if let Some(&(_, id)) = self.by_series.get(&address)
+        if let Some(id) = self.ids.get(series)
             && let Some(scored) = bank.observe_id(id, timestamp_ms, value)
         {
             return scored;
         }
         let id = bank.handle(&series.key);
-        if self.by_series.len() >= self.max_entries {
-            self.by_series.clear();
-        }
-        self.by_series.insert(address, (Arc::downgrade(series), id));
+        self.ids.insert(series, id);
         match bank.observe_id(id, timestamp_ms, value) {
             Some(scored) => scored,
             // A handle just taken is always honoured; scoring by key is the same anyway.
@@ -359,7 +344,10 @@ pub async fn run_detector(detector: DetectorLoop) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use pipewarden_collector::Series;
 
     use super::*;
 

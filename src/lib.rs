@@ -19,6 +19,7 @@ pub mod features;
 pub mod lag;
 pub mod probe;
 pub mod replay;
+pub mod shared_series;
 pub mod sink;
 pub mod telemetry;
 pub mod web;

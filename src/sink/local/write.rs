@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use super::{StoreError, open_store};
 use crate::anomaly::Anomaly;
+use crate::shared_series::SharedSeriesMap;
 use crate::telemetry::AppTelemetry;
 
 /// Attempts at one transaction before its batches are dropped (counted).
@@ -97,7 +98,7 @@ pub struct StoreLimits {
 pub struct StoreWriter {
     conn: Connection,
     path: PathBuf,
-    series_ids: HashMap<String, i64>,
+    series_ids: SeriesIds,
     max_batches_per_transaction: usize,
     commit_delay: Duration,
     point_flush_interval: Duration,
@@ -128,7 +129,7 @@ impl StoreWriter {
         Ok(Self {
             conn,
             path,
-            series_ids: HashMap::new(),
+            series_ids: SeriesIds::new(),
             max_batches_per_transaction,
             commit_delay,
             // A zero interval would spin the idle wait below.
@@ -396,14 +397,44 @@ impl WriteCounts {
     }
 }
 
+/// The store's ids of the series seen: by the identity of the collector's shared series first
+/// (no hash of the key string), then by key.
+#[derive(Debug)]
+pub(crate) struct SeriesIds {
+    shared: SharedSeriesMap<i64>,
+    by_key: HashMap<String, i64>,
+}
+
+impl SeriesIds {
+    fn new() -> Self {
+        Self {
+            shared: SharedSeriesMap::new(SHARED_SERIES_IDS),
+            by_key: HashMap::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.shared.clear();
+        self.by_key.clear();
+    }
+}
+
+/// Series ids remembered by the identity of the shared series (the key cache is unbounded as
+/// before: it holds one id per series of the store).
+const SHARED_SERIES_IDS: usize = 100_000;
+
 fn series_id(
     tx: &Transaction<'_>,
-    cache: &mut HashMap<String, i64>,
+    ids: &mut SeriesIds,
     point: &pipewarden_collector::SeriesPoint,
 ) -> rusqlite::Result<i64> {
     let series = &point.series;
-    if let Some(id) = cache.get(&series.key) {
-        return Ok(*id);
+    if let Some(id) = ids.shared.get(series) {
+        return Ok(id);
+    }
+    if let Some(&id) = ids.by_key.get(&series.key) {
+        ids.shared.insert(series, id);
+        return Ok(id);
     }
     let attributes: serde_json::Map<String, serde_json::Value> = series
         .attributes
@@ -419,7 +450,8 @@ fn series_id(
     let id: i64 = tx
         .prepare_cached("SELECT id FROM series WHERE key = ?1")?
         .query_row([&series.key], |row| row.get(0))?;
-    cache.insert(series.key.clone(), id);
+    ids.by_key.insert(series.key.clone(), id);
+    ids.shared.insert(series, id);
     Ok(id)
 }
 
@@ -476,7 +508,7 @@ impl PointBuckets {
     fn add(
         &mut self,
         tx: &Transaction<'_>,
-        series_ids: &mut HashMap<String, i64>,
+        series_ids: &mut SeriesIds,
         batch: &StoreBatch,
     ) -> rusqlite::Result<()> {
         for (i, point) in batch.signals.points.iter().enumerate() {
@@ -715,7 +747,9 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use pipewarden_collector::{SeriesPoint, SignalBatch, series_key};
+    use std::sync::Arc;
+
+    use pipewarden_collector::{Series, SeriesPoint, SignalBatch, series_key};
     use prometheus_client::registry::Registry;
 
     use super::*;
@@ -886,7 +920,7 @@ mod tests {
     async fn a_bucket_written_twice_is_merged_by_the_upsert() {
         let dir = tempfile::tempdir().unwrap();
         let (mut conn, _) = open_store(dir.path()).unwrap();
-        let mut ids = HashMap::new();
+        let mut ids = SeriesIds::new();
         let t0 = (now_ms() / 10_000 - 6) * 10_000;
         for points in [[(t0 + 5_000, 3.0)], [(t0 + 2_000, 8.0)]] {
             let tx = conn.transaction().unwrap();
@@ -906,6 +940,40 @@ mod tests {
             (t0 + 5_000, 3.0),
             "the later point stays the bucket's value although it was written first"
         );
+    }
+
+    #[test]
+    fn a_shared_series_keeps_its_id_by_identity_and_agrees_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, _) = open_store(dir.path()).unwrap();
+        let mut ids = SeriesIds::new();
+        let kept = Arc::new(Series::new("svc", "queue.depth", Vec::new()));
+        let cache = Arc::clone(&kept);
+        let point = |series: Arc<Series>| SeriesPoint {
+            series,
+            timestamp_ms: 1,
+            value: 1.0,
+        };
+        let tx = conn.transaction().unwrap();
+        let first = series_id(&tx, &mut ids, &point(Arc::clone(&kept))).unwrap();
+        assert_eq!(ids.shared.get(&cache), Some(first));
+        // The same series in another allocation (a one-off copy) goes by key: same id.
+        let copy = Arc::new(Series::new("svc", "queue.depth", Vec::new()));
+        assert_eq!(series_id(&tx, &mut ids, &point(copy)).unwrap(), first);
+        let other = Arc::new(Series::new("svc", "lag", Vec::new()));
+        let other_cache = Arc::clone(&other);
+        let second = series_id(&tx, &mut ids, &point(Arc::clone(&other))).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(ids.shared.get(&other_cache), Some(second));
+        assert_eq!(ids.shared.len(), 2, "the one-off copy gets no entry");
+        // After a rollback the ids are forgotten and read again from the table.
+        ids.clear();
+        assert_eq!(ids.shared.get(&cache), None);
+        assert_eq!(
+            series_id(&tx, &mut ids, &point(Arc::clone(&kept))).unwrap(),
+            first
+        );
+        tx.commit().unwrap();
     }
 
     fn log(stage: &str, n: i64) -> LogRecord {
