@@ -64,8 +64,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
-use crate::otlp::scan::PointView;
-use crate::otlp::{Admitted, OtlpRequest, RawMetrics};
+use crate::otlp::scan::{PointView, stage_attributes};
+use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics};
 use crate::signal::{
     JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
 };
@@ -254,6 +254,17 @@ struct ResourceContext {
 }
 
 impl ResourceContext {
+    /// The contexts of the `count` resources of a scanned request, decoded by `resource`.
+    fn all(
+        stage_attributes: &[String],
+        count: usize,
+        resource: impl Fn(usize) -> Option<Resource>,
+    ) -> Vec<Self> {
+        (0..count)
+            .map(|i| Self::new(stage_attributes, resource(i).as_ref()))
+            .collect()
+    }
+
     fn new(stage_attributes: &[String], resource: Option<&Resource>) -> Self {
         let attributes = resource.map_or(&[][..], |r| &r.attributes);
         let mut service = String::new();
@@ -288,6 +299,8 @@ pub(crate) struct Deriver {
     log_records: RecordBudget,
     /// Scratch buffer holding the stage of the item being derived.
     stage: String,
+    /// Scratch buffer holding the stage attributes of a scanned log record.
+    stage_kvs: Vec<KeyValue>,
     /// Series of scanned data points, by their raw bytes.
     series_cache: SeriesCache,
     output_closed: bool,
@@ -312,6 +325,7 @@ impl Deriver {
             rng: SplitMix64(RESERVOIR_SEED),
             log_records: RecordBudget::new(settings.max_log_records_per_second),
             stage: String::new(),
+            stage_kvs: Vec::new(),
             series_cache: SeriesCache::new(settings.max_series),
             output_closed: false,
             settings,
@@ -396,6 +410,7 @@ impl Deriver {
             OtlpRequest::Metrics(request) => self.derive_metrics(request, now_ms),
             OtlpRequest::MetricsRaw(request) => self.derive_raw_metrics(&request, now_ms),
             OtlpRequest::Logs(request) => self.derive_logs(request, now_ms),
+            OtlpRequest::LogsRaw(request) => self.derive_raw_logs(&request, now_ms),
         }
         drop(permit);
         let refused = std::mem::take(&mut self.log_records.refused);
@@ -755,14 +770,11 @@ impl Deriver {
     /// a decoded one (same series, stages, order and drops). Points screened out at the intake
     /// (metric without a name, point without a value) are skipped.
     fn derive_raw_metrics(&mut self, request: &RawMetrics, now_ms: i64) {
-        let contexts: Vec<ResourceContext> = (0..request.resource_count())
-            .map(|i| {
-                ResourceContext::new(
-                    &self.settings.stage_attributes,
-                    request.resource(i).as_ref(),
-                )
-            })
-            .collect();
+        let contexts = ResourceContext::all(
+            &self.settings.stage_attributes,
+            request.resource_count(),
+            |i| request.resource(i),
+        );
         for view in request.points() {
             let Some(value) = view.point.value else {
                 continue;
@@ -858,18 +870,62 @@ impl Deriver {
             context,
             &record.attributes,
         );
+        if self.count_log(record.severity_number, &record.severity_text, now_ms) {
+            self.pass_log(record, now_ms);
+        }
+    }
+
+    /// Derives the records of a scanned request: each is counted from its raw bytes (stage and
+    /// severity), and only a record passed on whole is decoded.
+    fn derive_raw_logs(&mut self, request: &RawLogs, now_ms: i64) {
+        let contexts = ResourceContext::all(
+            &self.settings.stage_attributes,
+            request.resource_count(),
+            |i| request.resource(i),
+        );
+        let mut matched = std::mem::take(&mut self.stage_kvs);
+        for view in request.records() {
+            let Some(context) = contexts.get(view.resource) else {
+                continue;
+            };
+            stage_attributes(
+                view.attributes,
+                &self.settings.stage_attributes,
+                &mut matched,
+            );
+            write_stage(
+                &mut self.stage,
+                &self.settings.stage_attributes,
+                context,
+                &matched,
+            );
+            if self.count_log(view.severity_number, view.severity_text, now_ms) {
+                self.pass_log(view.decode(), now_ms);
+            }
+        }
+        matched.clear();
+        self.stage_kvs = matched;
+    }
+
+    /// Counts a log record of the stage in `self.stage`; returns whether the record is passed on
+    /// whole (within `max_log_records_per_second`).
+    fn count_log(&mut self, severity_number: i32, severity_text: &str, now_ms: i64) -> bool {
         let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
             self.telemetry.dropped(Signal::LogRecords, "max_stages", 1);
-            return;
+            return false;
         };
         acc.log_records += 1;
-        let severity = severity_class(record.severity_number, &record.severity_text);
-        acc.logs_by_severity[severity] += 1;
+        acc.logs_by_severity[severity_class(severity_number, severity_text)] += 1;
         if !self.log_records.take(now_ms) {
             // Counted once per request by `process`: a labelled counter per record is costly.
             self.log_records.refused += 1;
-            return;
+            return false;
         }
+        true
+    }
+
+    /// Passes a record of the stage in `self.stage` on whole.
+    fn pass_log(&mut self, record: OtlpLogRecord, now_ms: i64) {
         let OtlpLogRecord {
             time_unix_nano,
             observed_time_unix_nano,
@@ -889,7 +945,7 @@ impl Deriver {
             now_ms
         };
         let severity_text = if severity_text.is_empty() {
-            SEVERITIES[severity].to_owned()
+            SEVERITIES[severity_class(severity_number, "")].to_owned()
         } else {
             severity_text
         };

@@ -876,29 +876,37 @@ fn mixed_metrics_request()
     first
 }
 
-/// Derives `body` twice (the second time through a warm cache) and returns every batch and
-/// the drop counts.
-fn derive_encoded(body: &[u8], raw: bool, config: SignalsConfig) -> (Vec<SignalBatch>, [u64; 3]) {
-    use prost::Message;
+/// Derives the request `decode` gives twice (the second time through a warm cache) and returns
+/// every batch, then the closed window.
+fn derive_twice(
+    config: SignalsConfig,
+    decode: impl Fn() -> OtlpRequest,
+) -> (Vec<SignalBatch>, CollectorTelemetry) {
     let (mut deriver, telemetry) = deriver_with(config);
     let mut batches = Vec::new();
     for _ in 0..2 {
-        let mut request = if raw {
-            let scanned = crate::otlp::scan::scan_metrics(bytes::Bytes::copy_from_slice(body));
-            OtlpRequest::MetricsRaw(scanned.unwrap().expect("gauges and sums are scanned"))
-        } else {
-            OtlpRequest::Metrics(
-                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
-                    body,
-                )
-                .unwrap(),
-            )
-        };
+        let mut request = decode();
         crate::otlp::screen(&mut request);
         feed(&mut deriver, &telemetry, request);
         batches.push(std::mem::take(&mut deriver.pending));
     }
     batches.push(close(&mut deriver));
+    (batches, telemetry)
+}
+
+/// Derives the metrics `body` twice, scanned or decoded by prost, and returns every batch and
+/// the drop counts.
+fn derive_encoded(body: &[u8], raw: bool, config: SignalsConfig) -> (Vec<SignalBatch>, [u64; 3]) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use prost::Message;
+    let (batches, telemetry) = derive_twice(config, || {
+        if raw {
+            let scanned = crate::otlp::scan::scan_metrics(bytes::Bytes::copy_from_slice(body));
+            OtlpRequest::MetricsRaw(scanned.unwrap().expect("gauges and sums are scanned"))
+        } else {
+            OtlpRequest::Metrics(ExportMetricsServiceRequest::decode(body).unwrap())
+        }
+    });
     let drops = ["max_stages", "non_finite", "cardinality"]
         .map(|reason| telemetry.dropped_count(Signal::MetricPoints, reason));
     (batches, drops)
@@ -944,4 +952,159 @@ async fn scanned_metrics_derive_exactly_like_decoded_ones() {
     let decoded = derive_encoded(&body, false, few_series.clone());
     assert_eq!(derive_encoded(&body, true, few_series), decoded);
     assert!(decoded.1[2] > 0, "{:?}", decoded.1);
+}
+
+/// Log records of two resources (one refining the stage, one without `service.name`): stage
+/// attributes on records (string, empty, integer, repeated key, the second stage attribute),
+/// severity by number and by text only, a non-string body, attributes of every kind, records
+/// with the observed time only or no time, and records rejected for their trace or span id.
+fn mixed_logs_request() -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest
+{
+    let int_kv = |key: &str, value: i64| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    };
+    let with = |mut record: OtlpLogRecord, attributes: Vec<KeyValue>| {
+        record.attributes = attributes;
+        record
+    };
+    let mut by_text = log(0, "by text");
+    by_text.severity_text = "Warning".to_owned();
+    let mut kvlist_body = log(17, "");
+    kvlist_body.body = Some(AnyValue {
+        value: Some(any_value::Value::KvlistValue(
+            opentelemetry_proto::tonic::common::v1::KeyValueList {
+                values: vec![kv("a", "b"), int_kv("n", 3)],
+            },
+        )),
+    });
+    kvlist_body.trace_id = vec![7; 16];
+    kvlist_body.span_id = vec![8; 8];
+    let mut observed_only = log(5, "observed");
+    observed_only.time_unix_nano = 0;
+    observed_only.observed_time_unix_nano = 1_700_000_003_000_000_000;
+    let mut no_time = log(1, "no time");
+    no_time.time_unix_nano = 0;
+    let mut bad_trace = log(9, "bad trace id");
+    bad_trace.trace_id = vec![1; 5];
+    let mut bad_span = log(9, "bad span id");
+    bad_span.span_id = vec![1; 3];
+    let mut first = logs(
+        "ingest",
+        vec![
+            with(log(9, "plain"), vec![kv("user", "u1"), int_kv("n", 1)]),
+            with(log(13, "to load"), vec![kv("pipeline.stage", "load")]),
+            with(log(13, "empty stage"), vec![kv("pipeline.stage", "")]),
+            with(
+                log(21, "by topic"),
+                vec![kv("x", "y"), kv("messaging.destination.name", "orders")],
+            ),
+            with(log(9, "int stage"), vec![int_kv("pipeline.stage", 4)]),
+            with(
+                log(9, "repeated key"),
+                vec![
+                    kv("pipeline.stage", "first"),
+                    kv("pipeline.stage", "second"),
+                ],
+            ),
+            with(
+                log(9, "both"),
+                vec![
+                    kv("messaging.destination.name", "topic"),
+                    kv("pipeline.stage", "wins"),
+                ],
+            ),
+            by_text,
+            kvlist_body,
+            observed_only,
+            no_time,
+            bad_trace,
+            bad_span,
+        ],
+    );
+    if let Some(resource) = first.resource_logs[0].resource.as_mut() {
+        resource.attributes.push(kv("pipeline.stage", "extract"));
+    }
+    let mut anonymous = logs("x", vec![log(9, "anonymous"), log(0, "")]);
+    anonymous.resource_logs[0].resource = None;
+    first.resource_logs.extend(anonymous.resource_logs);
+    first.resource_logs.extend(
+        logs(
+            "other",
+            vec![with(log(9, "o"), vec![kv("pipeline.stage", "s")])],
+        )
+        .resource_logs,
+    );
+    first
+}
+
+/// Derives the logs `body` twice, scanned or decoded by prost, and returns every batch and the
+/// drop counts (stage cap, record rate).
+fn derive_encoded_logs(
+    body: &[u8],
+    raw: bool,
+    config: SignalsConfig,
+) -> (Vec<SignalBatch>, [u64; 2]) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    let (batches, telemetry) = derive_twice(config, || {
+        if raw {
+            let scanned = crate::otlp::scan::scan_logs(bytes::Bytes::copy_from_slice(body));
+            OtlpRequest::LogsRaw(scanned.unwrap().expect("log records are scanned"))
+        } else {
+            OtlpRequest::Logs(ExportLogsServiceRequest::decode(body).unwrap())
+        }
+    });
+    let drops = ["max_stages", "record_rate"]
+        .map(|reason| telemetry.dropped_count(Signal::LogRecords, reason));
+    (batches, drops)
+}
+
+// Paused clock: a record without a time takes the deriver's clock, which must read the same in
+// both derivations.
+#[tokio::test(start_paused = true)]
+async fn scanned_logs_derive_exactly_like_decoded_ones() {
+    use prost::Message;
+    let body = mixed_logs_request().encode_to_vec();
+    let decoded = derive_encoded_logs(&body, false, SignalsConfig::default());
+    assert_eq!(
+        derive_encoded_logs(&body, true, SignalsConfig::default()),
+        decoded
+    );
+    // 16 records per request, two rejected for their ids.
+    assert_eq!(decoded.0[0].logs.len(), 14, "{:#?}", decoded.0[0].logs);
+    let stages: std::collections::BTreeSet<&str> =
+        decoded.0[0].logs.iter().map(|r| r.stage.as_str()).collect();
+    let expected = [
+        "ingest/extract",
+        "ingest/load",
+        "ingest/orders",
+        "ingest/4",
+        "ingest/first",
+        "ingest/wins",
+        "unknown_service",
+        "other/s",
+    ];
+    assert_eq!(stages, expected.into_iter().collect(), "{stages:?}");
+
+    // Over the record rate, records are counted but not passed on, the same ones either way.
+    let few_records = SignalsConfig {
+        max_log_records_per_second: 5,
+        ..SignalsConfig::default()
+    };
+    let decoded = derive_encoded_logs(&body, false, few_records.clone());
+    assert_eq!(derive_encoded_logs(&body, true, few_records), decoded);
+    assert_eq!(decoded.0[0].logs.len(), 5);
+    assert!(decoded.1[1] > 0, "{:?}", decoded.1);
+    // Under a tight stage cap the same records are dropped.
+    let few_stages = SignalsConfig {
+        max_stages: 2,
+        ..SignalsConfig::default()
+    };
+    let decoded = derive_encoded_logs(&body, false, few_stages.clone());
+    assert_eq!(derive_encoded_logs(&body, true, few_stages), decoded);
+    assert!(decoded.1[0] > 0, "{:?}", decoded.1);
 }

@@ -41,7 +41,11 @@ pub fn decode_request(
                 Ok(None) | Err(_) => decode_protobuf(body).map(OtlpRequest::Metrics),
             }
         }
-        (Encoding::Protobuf, SignalKind::Logs) => decode_protobuf(body).map(OtlpRequest::Logs),
+        (Encoding::Protobuf, SignalKind::Logs) => match super::scan::scan_logs(body.clone()) {
+            Ok(Some(raw)) => Ok(OtlpRequest::LogsRaw(raw)),
+            // Left to prost, or malformed: prost's error names the field.
+            Ok(None) | Err(_) => decode_protobuf(body).map(OtlpRequest::Logs),
+        },
         (Encoding::Json, SignalKind::Traces) => decode_json(&body).map(OtlpRequest::Traces),
         (Encoding::Json, SignalKind::Metrics) => decode_json(&body).map(OtlpRequest::Metrics),
         (Encoding::Json, SignalKind::Logs) => decode_json(&body).map(OtlpRequest::Logs),
@@ -291,7 +295,13 @@ mod tests {
         let request = logs("svc", vec![log(9, "hello"), log(17, "boom")]);
         let body = Bytes::from(request.encode_to_vec());
         let decoded = decode_request(SignalKind::Logs, Encoding::Protobuf, body).unwrap();
-        assert_eq!(decoded, OtlpRequest::Logs(request));
+        // Protobuf logs are scanned; each record decodes as sent.
+        let OtlpRequest::LogsRaw(raw) = decoded else {
+            panic!("not scanned: {decoded:?}");
+        };
+        let records: Vec<_> = raw.records().map(|view| view.decode()).collect();
+        assert_eq!(records, request.resource_logs[0].scope_logs[0].log_records);
+        assert_eq!(raw.resource(0), request.resource_logs[0].resource);
     }
 
     proptest! {

@@ -44,7 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 pub use self::decode::{DecodeError, decode_request};
-pub use self::scan::RawMetrics;
+pub use self::scan::{RawLogs, RawMetrics};
 use crate::telemetry::{CollectorTelemetry, Signal};
 
 /// The three OTLP export services.
@@ -107,6 +107,8 @@ pub enum OtlpRequest {
     Logs(ExportLogsServiceRequest),
     /// Metric data points of a protobuf request, scanned in place (see [`scan`]).
     MetricsRaw(RawMetrics),
+    /// Log records of a protobuf request, scanned in place (see [`scan::scan_logs`]).
+    LogsRaw(RawLogs),
 }
 
 impl OtlpRequest {
@@ -115,20 +117,25 @@ impl OtlpRequest {
         match self {
             Self::Traces(_) => SignalKind::Traces,
             Self::Metrics(_) | Self::MetricsRaw(_) => SignalKind::Metrics,
-            Self::Logs(_) => SignalKind::Logs,
+            Self::Logs(_) | Self::LogsRaw(_) => SignalKind::Logs,
         }
     }
 
     /// Returns the number of items: spans, metric data points or log records.
     ///
-    /// For [`OtlpRequest::MetricsRaw`], the points screening keeps (its rejected points stay in
-    /// the body and the deriver skips them).
+    /// For [`OtlpRequest::MetricsRaw`] and [`OtlpRequest::LogsRaw`], the items screening keeps
+    /// (rejected ones stay in the body and the deriver skips them).
     pub fn item_count(&self) -> u64 {
         let count: usize = match self {
             Self::MetricsRaw(raw) => {
                 return raw
                     .point_count()
                     .saturating_sub(raw.empty_name_points() + raw.missing_value_points());
+            }
+            Self::LogsRaw(raw) => {
+                return raw
+                    .record_count()
+                    .saturating_sub(raw.invalid_trace_id() + raw.invalid_span_id());
             }
             Self::Traces(request) => request
                 .resource_spans
@@ -260,6 +267,11 @@ pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
             // The deriver skips these points: nothing to remove.
             rejections.add(Rejection::EmptyMetricName, raw.empty_name_points());
             rejections.add(Rejection::MissingValue, raw.missing_value_points());
+        }
+        OtlpRequest::LogsRaw(raw) => {
+            // The deriver skips these records: nothing to remove.
+            rejections.add(Rejection::InvalidTraceId, raw.invalid_trace_id());
+            rejections.add(Rejection::InvalidSpanId, raw.invalid_span_id());
         }
         OtlpRequest::Traces(request) => {
             let spans = request

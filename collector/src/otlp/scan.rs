@@ -553,8 +553,21 @@ impl<'a> Fields<'a> {
     }
 
     fn varint(&mut self, wire_type: WireType) -> Result<(), Malformed> {
+        self.varint_value(wire_type).map(drop)
+    }
+
+    fn varint_value(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
         expect(WireType::Varint, wire_type)?;
-        self.read_varint().map(drop)
+        self.read_varint()
+    }
+
+    fn fixed32(&mut self, wire_type: WireType) -> Result<(), Malformed> {
+        expect(WireType::ThirtyTwoBit, wire_type)?;
+        if self.rest().len() < 4 {
+            return Err(Malformed);
+        }
+        self.pos += 4;
+        Ok(())
     }
 
     fn fixed64(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
@@ -609,6 +622,11 @@ fn expect(expected: WireType, actual: WireType) -> Result<(), Malformed> {
         Err(Malformed)
     }
 }
+
+mod logs;
+
+pub(crate) use logs::stage_attributes;
+pub use logs::{RawLogs, scan_logs};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,336 @@
+//! Zero-copy scan of protobuf OTLP logs export requests.
+//!
+//! Every log record is counted per stage and severity, but only the records within
+//! `signals.max_log_records_per_second` are passed on whole (to the log detector and the store).
+//! Decoding a request with prost allocates every string of every record (body, each attribute key
+//! and value, ids) before the deriver knows whether it keeps the record; under load most records
+//! are only counted and all of that is freed again. The scan checks the request as prost would
+//! (the same checks as the metrics scan: wire types, lengths, UTF-8, nested attribute values) and
+//! records per log record where it is in the body, its severity and its id rejections. The
+//! deriver decodes a record with prost only when it passes the record on, and otherwise reads its
+//! stage from the raw attributes (decoding only the attributes named in `signals.stage_attributes`)
+//! and its severity in place.
+//!
+//! A request where prost would merge repeated occurrences of a singular message above the record
+//! (two resources on one `ResourceLogs`) is left to prost: [`scan_logs`] answers `Ok(None)`. Inside
+//! a record, prost's own decoding of the record's bytes settles such cases.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use prost::encoding::WireType;
+
+use super::{Fields, Malformed, check_any_value, check_key_value, check_message};
+
+/// Field number of `LogRecord.attributes`.
+const ATTRIBUTES_TAG: u32 = 6;
+
+/// A protobuf `ExportLogsServiceRequest`, checked by a scan and kept as its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawLogs {
+    body: Bytes,
+    /// Where the resource of each `ResourceLogs` is, if it has one.
+    resources: Vec<Option<Range<usize>>>,
+    records: Vec<RawLogRecord>,
+    /// Records with a trace id that is neither empty nor 16 bytes.
+    invalid_trace_id: u64,
+    /// Records with a valid trace id and a span id that is neither empty nor 8 bytes.
+    invalid_span_id: u64,
+}
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq)]
+struct RawLogRecord {
+    resource: usize,
+    /// The record's message.
+    range: Range<usize>,
+    /// From the start of the first `attributes` field to the end of the last one (possibly with
+    /// other fields in between; only `attributes` are read).
+    attributes: Range<usize>,
+    severity_number: i32,
+    severity_text: Range<usize>,
+    /// The record is rejected for its trace or span id (see [`RawLogs::invalid_trace_id`]).
+    rejected: bool,
+}
+
+/// One log record as the deriver sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordView<'a> {
+    /// Index of the record's `ResourceLogs` (for [`RawLogs::resource`]).
+    pub(crate) resource: usize,
+    /// `LogRecord.severity_number` (the last one, as prost reads it).
+    pub(crate) severity_number: i32,
+    /// `LogRecord.severity_text`.
+    pub(crate) severity_text: &'a str,
+    /// The encoded attribute fields of the record (see [`stage_attributes`]).
+    pub(crate) attributes: &'a [u8],
+    /// The record's message, for [`RecordView::decode`].
+    record: &'a [u8],
+}
+
+impl RecordView<'_> {
+    /// Decodes the whole record with prost.
+    pub(crate) fn decode(&self) -> LogRecord {
+        // Checked by the scan; a failure here cannot happen and reads as an empty record.
+        LogRecord::decode(self.record).unwrap_or_default()
+    }
+}
+
+impl RawLogs {
+    /// Returns the number of log records, rejected ones included.
+    pub(crate) fn record_count(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    /// Returns the records rejected for their trace id.
+    pub(crate) fn invalid_trace_id(&self) -> u64 {
+        self.invalid_trace_id
+    }
+
+    /// Returns the records rejected for their span id.
+    pub(crate) fn invalid_span_id(&self) -> u64 {
+        self.invalid_span_id
+    }
+
+    /// Returns the number of `ResourceLogs`.
+    pub(crate) fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Decodes the resource of `ResourceLogs` number `index` (`None` without one).
+    pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
+        let range = self.resources.get(index)?.clone()?;
+        // Checked by the scan; a failure here cannot happen and reads as no resource.
+        Resource::decode(self.body.get(range)?).ok()
+    }
+
+    /// Returns the records screening keeps, in request order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = RecordView<'_>> + '_ {
+        self.records
+            .iter()
+            .filter(|record| !record.rejected)
+            .map(|record| RecordView {
+                resource: record.resource,
+                severity_number: record.severity_number,
+                severity_text: self
+                    .body
+                    .get(record.severity_text.clone())
+                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                    .unwrap_or(""),
+                attributes: self.body.get(record.attributes.clone()).unwrap_or(&[]),
+                record: self.body.get(record.range.clone()).unwrap_or(&[]),
+            })
+    }
+}
+
+/// Decodes, in order, the attributes of `attributes` (a record's encoded attribute fields) whose
+/// key is one of `keys` into `out` (cleared first). Other attributes are skipped unread: the
+/// stage of a record depends on these only, and the deriver's choice of the stage attribute over
+/// them is the one over all of the record's attributes (it reads the first attribute of each
+/// key).
+pub(crate) fn stage_attributes(attributes: &[u8], keys: &[String], out: &mut Vec<KeyValue>) {
+    out.clear();
+    if keys.is_empty() {
+        return;
+    }
+    let mut fields = Fields::new(attributes, 0..attributes.len());
+    // Checked by the scan; a failure here cannot happen and ends the list.
+    while let Ok(Some((tag, wire_type))) = fields.next_key() {
+        if tag != ATTRIBUTES_TAG || wire_type != WireType::LengthDelimited {
+            if fields.skip(wire_type, tag).is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok(range) = fields.length_delimited() else {
+            break;
+        };
+        let bytes = &attributes[range];
+        if key_of(bytes).is_some_and(|key| keys.iter().any(|k| k.as_bytes() == key))
+            && let Ok(kv) = KeyValue::decode(bytes)
+        {
+            out.push(kv);
+        }
+    }
+}
+
+/// The key of an encoded `KeyValue` (the last `key` field, as prost reads it).
+fn key_of(bytes: &[u8]) -> Option<&[u8]> {
+    let mut key: &[u8] = &[];
+    let mut fields = Fields::new(bytes, 0..bytes.len());
+    while let Some((tag, wire_type)) = fields.next_key().ok()? {
+        if tag == 1 && wire_type == WireType::LengthDelimited {
+            key = &bytes[fields.length_delimited().ok()?];
+        } else {
+            fields.skip(wire_type, tag).ok()?;
+        }
+    }
+    Some(key)
+}
+
+/// Scans a protobuf `ExportLogsServiceRequest`.
+///
+/// Returns `Ok(None)` when the request holds something the scan leaves to prost (see the module
+/// documentation).
+///
+/// # Errors
+///
+/// Returns [`Malformed`] for a body prost would refuse: decode it with prost then.
+pub fn scan_logs(body: Bytes) -> Result<Option<RawLogs>, Malformed> {
+    let mut scan = Scan {
+        body: &body,
+        resources: Vec::new(),
+        records: Vec::new(),
+        invalid_trace_id: 0,
+        invalid_span_id: 0,
+        unsupported: false,
+    };
+    let mut fields = Fields::new(&body, 0..body.len());
+    while let Some((tag, wire_type)) = fields.next_key()? {
+        match tag {
+            1 => {
+                let range = fields.message(wire_type)?;
+                scan.resource_logs(range)?;
+            }
+            _ => fields.skip(wire_type, tag)?,
+        }
+    }
+    if scan.unsupported {
+        return Ok(None);
+    }
+    let Scan {
+        resources,
+        records,
+        invalid_trace_id,
+        invalid_span_id,
+        ..
+    } = scan;
+    Ok(Some(RawLogs {
+        body,
+        resources,
+        records,
+        invalid_trace_id,
+        invalid_span_id,
+    }))
+}
+
+struct Scan<'a> {
+    body: &'a [u8],
+    resources: Vec<Option<Range<usize>>>,
+    records: Vec<RawLogRecord>,
+    invalid_trace_id: u64,
+    invalid_span_id: u64,
+    /// Set when prost must decode the request instead.
+    unsupported: bool,
+}
+
+impl Scan<'_> {
+    fn resource_logs(&mut self, range: Range<usize>) -> Result<(), Malformed> {
+        let index = self.resources.len();
+        self.resources.push(None);
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    check_message::<Resource>(&self.body[range.clone()])?;
+                    if self.resources[index].is_some() {
+                        // prost would merge the two resources.
+                        self.unsupported = true;
+                    }
+                    self.resources[index] = Some(range);
+                }
+                2 => {
+                    let range = fields.message(wire_type)?;
+                    self.scope_logs(index, range)?;
+                }
+                3 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_logs(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
+        let mut fields = Fields::new(self.body, range);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    check_message::<InstrumentationScope>(&self.body[range])?;
+                }
+                2 => {
+                    let range = fields.message(wire_type)?;
+                    self.log_record(resource, range)?;
+                }
+                3 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn log_record(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
+        let mut record = RawLogRecord {
+            resource,
+            range: range.clone(),
+            attributes: range.start..range.start,
+            severity_number: 0,
+            severity_text: 0..0,
+            rejected: false,
+        };
+        let (mut trace_id_len, mut span_id_len) = (0, 0);
+        let mut has_attributes = false;
+        let mut fields = Fields::new(self.body, range);
+        loop {
+            let field_start = fields.pos;
+            let Some((tag, wire_type)) = fields.next_key()? else {
+                break;
+            };
+            match tag {
+                1 | 11 => {
+                    fields.fixed64(wire_type)?;
+                }
+                // An enum: prost keeps the low 32 bits of the varint.
+                2 => record.severity_number = fields.varint_value(wire_type)? as i32,
+                3 => record.severity_text = fields.string_range(wire_type)?,
+                5 => {
+                    let range = fields.message(wire_type)?;
+                    check_any_value(self.body, range, 1)?;
+                }
+                ATTRIBUTES_TAG => {
+                    let range = fields.message(wire_type)?;
+                    check_key_value(self.body, range.clone(), 0)?;
+                    if !has_attributes {
+                        has_attributes = true;
+                        record.attributes.start = field_start;
+                    }
+                    record.attributes.end = range.end;
+                }
+                7 => fields.varint(wire_type)?,
+                8 => fields.fixed32(wire_type)?,
+                9 => trace_id_len = fields.message(wire_type)?.len(),
+                10 => span_id_len = fields.message(wire_type)?.len(),
+                12 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+        // As the intake screens decoded records: the trace id first.
+        if trace_id_len != 0 && trace_id_len != 16 {
+            self.invalid_trace_id += 1;
+            record.rejected = true;
+        } else if span_id_len != 0 && span_id_len != 8 {
+            self.invalid_span_id += 1;
+            record.rejected = true;
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
