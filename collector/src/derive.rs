@@ -64,8 +64,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
-use crate::otlp::scan::{PointView, stage_attributes};
-use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics};
+use crate::otlp::scan::{PointView, RawValue, SpanView, stage_attributes};
+use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics, RawTraces};
 use crate::signal::{
     JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
 };
@@ -407,6 +407,7 @@ impl Deriver {
         let now_ms = self.clock.now_ms();
         match request {
             OtlpRequest::Traces(request) => self.derive_traces(request),
+            OtlpRequest::TracesRaw(request) => self.derive_raw_traces(&request),
             OtlpRequest::Metrics(request) => self.derive_metrics(request, now_ms),
             OtlpRequest::MetricsRaw(request) => self.derive_raw_metrics(&request, now_ms),
             OtlpRequest::Logs(request) => self.derive_logs(request, now_ms),
@@ -535,15 +536,69 @@ impl Deriver {
             context,
             &span.attributes,
         );
+        let facts = SpanFacts {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            failed: span
+                .status
+                .as_ref()
+                .is_some_and(|status| status.code == StatusCode::Error as i32),
+        };
+        self.count_span(&facts, |settings| job_name(settings, &span));
+    }
+
+    /// Derives the spans of a scanned request, like [`Deriver::derive_traces`] does for a
+    /// decoded one (same stages, counts, job runs and drops). Spans screened out at the intake
+    /// (invalid trace or span id) are skipped.
+    fn derive_raw_traces(&mut self, request: &RawTraces) {
+        let contexts: Vec<ResourceContext> = (0..request.resource_count())
+            .map(|i| {
+                ResourceContext::new(
+                    &self.settings.stage_attributes,
+                    request.resource(i).as_ref(),
+                )
+            })
+            .collect();
+        for view in request.spans() {
+            if let Some(context) = contexts.get(view.resource) {
+                self.derive_raw_span(context, &view);
+            }
+        }
+    }
+
+    fn derive_raw_span(&mut self, context: &ResourceContext, span: &SpanView<'_>) {
+        write_raw_stage(
+            &mut self.stage,
+            &self.settings.stage_attributes,
+            context,
+            span,
+        );
+        let facts = SpanFacts {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            failed: span.status_code == Some(StatusCode::Error as i32),
+        };
+        self.count_span(&facts, |settings| raw_job_name(settings, span));
+    }
+
+    /// Counts a span in the stage written in `self.stage`, and derives its job run if `job`
+    /// names one (`job` is asked only for a span that is counted: a job name costs an
+    /// allocation).
+    fn count_span(
+        &mut self,
+        span: &SpanFacts<'_>,
+        job: impl FnOnce(&DeriveSettings) -> Option<String>,
+    ) {
         let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
             self.telemetry.dropped(Signal::Spans, "max_stages", 1);
             return;
         };
         acc.spans += 1;
-        let failed = span
-            .status
-            .as_ref()
-            .is_some_and(|status| status.code == StatusCode::Error as i32);
+        let failed = span.failed;
         if failed {
             acc.span_errors += 1;
         }
@@ -553,7 +608,7 @@ impl Deriver {
             / 1e6;
         acc.record_latency(latency_ms, self.settings.max_latency_samples, &mut self.rng);
 
-        let Some(job) = job_name(&self.settings, &span) else {
+        let Some(job) = job(&self.settings) else {
             return;
         };
         let attributes = vec![("job".to_owned(), job)];
@@ -586,8 +641,8 @@ impl Deriver {
         self.pending.job_runs.push(JobRun {
             job,
             stage: self.stage.clone(),
-            trace_id: hex(&span.trace_id),
-            span_id: hex(&span.span_id),
+            trace_id: hex(span.trace_id),
+            span_id: hex(span.span_id),
             start_ms: nanos_to_ms(span.start_time_unix_nano),
             end_ms,
             runtime_ms: latency_ms,
@@ -1191,6 +1246,71 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value:
         any_value::Value::StringValue(s) if s.is_empty() => None,
         value => Some(value),
     }
+}
+
+/// What the deriver reads of a span besides its stage and job, decoded or scanned.
+struct SpanFacts<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    start_time_unix_nano: u64,
+    end_time_unix_nano: u64,
+    /// Status ERROR.
+    failed: bool,
+}
+
+/// Writes the stage of a scanned span into `out`, like [`write_stage`] for a decoded one.
+fn write_raw_stage(
+    out: &mut String,
+    stage_attributes: &[String],
+    context: &ResourceContext,
+    span: &SpanView<'_>,
+) {
+    out.clear();
+    out.push_str(&context.service);
+    if let Some(value) = stage_attributes
+        .iter()
+        .find_map(|name| raw_attribute(span, name))
+    {
+        out.push('/');
+        write_raw_value(out, &value);
+    } else if let Some(refinement) = &context.refinement {
+        out.push('/');
+        out.push_str(refinement);
+    }
+}
+
+/// Returns the value of attribute `key` of a scanned span, unless absent or an empty string
+/// (like [`attribute`]).
+fn raw_attribute<'a>(span: &SpanView<'a>, key: &str) -> Option<RawValue<'a>> {
+    match span.attribute(key)? {
+        RawValue::Str("") => None,
+        RawValue::Decoded(any_value::Value::StringValue(s)) if s.is_empty() => None,
+        value => Some(value),
+    }
+}
+
+fn write_raw_value(out: &mut String, value: &RawValue<'_>) {
+    match value {
+        RawValue::Str(s) => out.push_str(s),
+        RawValue::Decoded(value) => write_value(out, value),
+    }
+}
+
+/// Returns the job a scanned span is a run of, if any (like [`job_name`]).
+fn raw_job_name(settings: &DeriveSettings, span: &SpanView<'_>) -> Option<String> {
+    if let Some(value) = settings
+        .job_attribute
+        .as_deref()
+        .and_then(|key| raw_attribute(span, key))
+    {
+        let mut job = String::new();
+        write_raw_value(&mut job, &value);
+        return Some(job);
+    }
+    if settings.job_span_names.contains(span.name) {
+        return Some(span.name.to_owned());
+    }
+    None
 }
 
 /// Returns the job a span is a run of, if any.

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::otlp::{Admitted, OtlpRequest};
+use crate::otlp::scan::RawValue;
+use crate::otlp::{Admitted, OtlpRequest, RawTraces};
 
 /// Longest wait for the tap to forward what the receivers accepted at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,9 +64,14 @@ impl SpanTap {
     }
 
     fn tap(&self, request: &OtlpRequest, stage_attributes: &[String]) {
-        let OtlpRequest::Traces(traces) = request else {
-            return;
-        };
+        match request {
+            OtlpRequest::Traces(traces) => self.tap_decoded(traces, stage_attributes),
+            OtlpRequest::TracesRaw(traces) => self.tap_scanned(traces, stage_attributes),
+            _ => {}
+        }
+    }
+
+    fn tap_decoded(&self, traces: &ExportTraceServiceRequest, stage_attributes: &[String]) {
         for resource_spans in &traces.resource_spans {
             let resource = resource_spans
                 .resource
@@ -80,18 +87,67 @@ impl SpanTap {
                 ) else {
                     continue;
                 };
-                let summary = SpanSummary {
+                let stage = stage_of(stage_attributes, resource, |key| {
+                    string_attribute(&span.attributes, key).map(str::to_owned)
+                });
+                self.send(SpanSummary {
                     trace_id,
                     span_id,
-                    stage: stage_of(stage_attributes, resource, &span.attributes),
+                    stage,
                     name: span.name.clone(),
                     start_unix_nano: span.start_time_unix_nano,
                     end_unix_nano: span.end_time_unix_nano,
-                };
-                if self.sender.try_send(summary).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                });
             }
+        }
+    }
+
+    /// Taps a scanned request like [`SpanTap::tap_decoded`] a decoded one: only a tapped span
+    /// has its resource decoded and its strings copied.
+    fn tap_scanned(&self, traces: &RawTraces, stage_attributes: &[String]) {
+        // The attributes of the resource of the last tapped span.
+        let mut resource: Option<(usize, Vec<KeyValue>)> = None;
+        for span in traces.spans() {
+            if !span.trace_id.starts_with(&self.prefix) {
+                continue;
+            }
+            let (Ok(trace_id), Ok(span_id)) = (
+                <[u8; 16]>::try_from(span.trace_id),
+                <[u8; 8]>::try_from(span.span_id),
+            ) else {
+                continue;
+            };
+            let attributes = match &resource {
+                Some((index, attributes)) if *index == span.resource => attributes,
+                _ => {
+                    let attributes = traces
+                        .resource(span.resource)
+                        .map(|r| r.attributes)
+                        .unwrap_or_default();
+                    &resource.insert((span.resource, attributes)).1
+                }
+            };
+            let stage = stage_of(stage_attributes, attributes, |key| {
+                match span.attribute(key)? {
+                    RawValue::Str(s) if !s.is_empty() => Some(s.to_owned()),
+                    RawValue::Decoded(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s),
+                    _ => None,
+                }
+            });
+            self.send(SpanSummary {
+                trace_id,
+                span_id,
+                stage,
+                name: span.name.to_owned(),
+                start_unix_nano: span.start_time_unix_nano,
+                end_unix_nano: span.end_time_unix_nano,
+            });
+        }
+    }
+
+    fn send(&self, summary: SpanSummary) {
+        if self.sender.try_send(summary).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -107,15 +163,21 @@ fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str
         })
 }
 
-fn stage_of(stage_attributes: &[String], resource: &[KeyValue], span: &[KeyValue]) -> String {
+/// Names the stage of a span from its resource attributes and `span_string`, which returns the
+/// non-empty string value of a span attribute.
+fn stage_of(
+    stage_attributes: &[String],
+    resource: &[KeyValue],
+    span_string: impl Fn(&str) -> Option<String>,
+) -> String {
     let service = string_attribute(resource, "service.name").unwrap_or("unknown_service");
     let refinement = stage_attributes
         .iter()
-        .find_map(|a| string_attribute(span, a))
+        .find_map(|a| span_string(a))
         .or_else(|| {
             stage_attributes
                 .iter()
-                .find_map(|a| string_attribute(resource, a))
+                .find_map(|a| string_attribute(resource, a).map(str::to_owned))
         });
     match refinement {
         Some(value) => format!("{service}/{value}"),
@@ -227,6 +289,32 @@ mod tests {
             tap_rx.try_recv().is_err(),
             "only the two probe spans are tapped"
         );
+    }
+
+    #[test]
+    fn a_scanned_request_is_tapped_like_a_decoded_one() {
+        use crate::otlp::test_support::mixed_traces;
+        use crate::otlp::{Encoding, SignalKind, decode_request, screen};
+        use prost::Message;
+
+        let summaries = |mut request: OtlpRequest| {
+            screen(&mut request);
+            let (tx, mut rx) = mpsc::channel(64);
+            SpanTap::new(b"pwpb", tx).tap(&request, &["pipeline.stage".to_owned()]);
+            let mut out = Vec::new();
+            while let Ok(summary) = rx.try_recv() {
+                out.push(summary);
+            }
+            out
+        };
+        let request = mixed_traces();
+        let body = bytes::Bytes::from(request.encode_to_vec());
+        let scanned = decode_request(SignalKind::Traces, Encoding::Protobuf, body).unwrap();
+        assert!(matches!(scanned, OtlpRequest::TracesRaw(_)));
+        let decoded = summaries(OtlpRequest::Traces(request));
+        assert_eq!(summaries(scanned), decoded);
+        let stages: Vec<&str> = decoded.iter().map(|s| s.stage.as_str()).collect();
+        assert_eq!(stages, ["orders/enrich", "orders"]);
     }
 
     #[test]

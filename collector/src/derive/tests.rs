@@ -1108,3 +1108,143 @@ async fn scanned_logs_derive_exactly_like_decoded_ones() {
     assert_eq!(derive_encoded_logs(&body, true, few_stages), decoded);
     assert!(decoded.1[0] > 0, "{:?}", decoded.1);
 }
+
+/// Derives the trace request `body` twice, scanned (`raw`) or decoded with prost, screened as
+/// the intake screens, and returns every batch (the window closed last) and the span drop
+/// counts.
+fn derive_encoded_traces(
+    body: &[u8],
+    raw: bool,
+    config: SignalsConfig,
+) -> (Vec<SignalBatch>, [u64; 2]) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let (batches, telemetry) = derive_twice(config, || {
+        if raw {
+            let scanned = crate::otlp::scan::scan_traces(bytes::Bytes::copy_from_slice(body));
+            OtlpRequest::TracesRaw(scanned.unwrap().expect("the spans are scanned"))
+        } else {
+            OtlpRequest::Traces(ExportTraceServiceRequest::decode(body).unwrap())
+        }
+    });
+    let drops =
+        ["max_stages", "cardinality"].map(|reason| telemetry.dropped_count(Signal::Spans, reason));
+    (batches, drops)
+}
+
+fn nightly_export_jobs() -> SignalsConfig {
+    SignalsConfig {
+        jobs: crate::config::JobsConfig {
+            span_names: vec!["nightly-export".to_owned()],
+            ..Default::default()
+        },
+        ..SignalsConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn scanned_traces_derive_exactly_like_decoded_ones() {
+    use prost::Message;
+    let body = mixed_traces().encode_to_vec();
+    let decoded = derive_encoded_traces(&body, false, nightly_export_jobs());
+    assert_eq!(
+        derive_encoded_traces(&body, true, nightly_export_jobs()),
+        decoded
+    );
+
+    // What the comparison covers: job runs by attribute and by name, with their ids and
+    // errors, and every kind of stage.
+    let runs = &decoded.0[0].job_runs;
+    let jobs: Vec<(&str, &str, JobStatus)> = runs
+        .iter()
+        .map(|r| (r.job.as_str(), r.stage.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("compact", "orders/compact", JobStatus::Ok),
+            ("compact", "orders/compact", JobStatus::Error),
+            ("nightly-export", "orders", JobStatus::Error),
+        ]
+    );
+    assert_eq!(runs[0].trace_id, "00000000000000030000000000000000");
+    assert_eq!(runs[0].span_id, "0000000000000003");
+    let window = &decoded.0[2];
+    let mut stages: Vec<(&str, u64, u64)> = window
+        .stage_windows
+        .iter()
+        .map(|w| (w.stage.as_str(), w.spans, w.span_errors))
+        .collect();
+    stages.sort_unstable();
+    assert_eq!(
+        stages,
+        [
+            ("ingest/extract", 2, 0),
+            ("ingest/load", 2, 0),
+            ("orders", 8, 6),
+            ("orders/7", 2, 2),
+            ("orders/compact", 4, 2),
+            ("orders/enrich", 4, 0),
+            ("orders/q1", 2, 0),
+            ("orders/true", 2, 0),
+            ("unknown_service", 2, 0),
+        ]
+    );
+    assert_eq!(decoded.1, [0, 0]);
+
+    // Under tight caps the same spans are dropped for the same reasons.
+    let few_stages = SignalsConfig {
+        max_stages: 3,
+        ..nightly_export_jobs()
+    };
+    let decoded = derive_encoded_traces(&body, false, few_stages.clone());
+    assert_eq!(derive_encoded_traces(&body, true, few_stages), decoded);
+    assert!(decoded.1[0] > 0, "{:?}", decoded.1);
+    let few_series = SignalsConfig {
+        max_series: 2,
+        ..nightly_export_jobs()
+    };
+    let decoded = derive_encoded_traces(&body, false, few_series.clone());
+    assert_eq!(derive_encoded_traces(&body, true, few_series), decoded);
+    assert!(decoded.1[1] > 0, "{:?}", decoded.1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_span_with_two_statuses_is_decoded_by_prost_and_derived_with_the_merged_status() {
+    use opentelemetry_proto::tonic::trace::v1::Status;
+    use prost::Message;
+    let mut first = span(0, 5_000, 5, true);
+    first.attributes = vec![kv("pipeline.stage", "enrich")];
+    let mut body = first.encode_to_vec();
+    // A second status without a code: prost merges it, keeping ERROR.
+    let described = Status {
+        message: "later".to_owned(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    body.push(0x7a);
+    body.push(described.len() as u8);
+    body.extend(described);
+    let mut request = traces("svc", vec![]);
+    request.resource_spans[0].scope_spans[0].spans.clear();
+    let mut scope = vec![0x12, body.len() as u8];
+    scope.extend(body);
+    let mut resource_spans = request.resource_spans[0].encode_to_vec();
+    resource_spans.extend([0x12, scope.len() as u8]);
+    resource_spans.extend(scope);
+    let mut encoded = vec![0x0a, resource_spans.len() as u8];
+    encoded.extend(resource_spans);
+
+    let mut request = crate::otlp::decode_request(
+        crate::otlp::SignalKind::Traces,
+        crate::otlp::Encoding::Protobuf,
+        bytes::Bytes::from(encoded),
+    )
+    .unwrap();
+    assert!(matches!(request, OtlpRequest::Traces(_)), "left to prost");
+    crate::otlp::screen(&mut request);
+    let (mut deriver, telemetry) = deriver();
+    feed(&mut deriver, &telemetry, request);
+    let batch = close(&mut deriver);
+    assert_eq!(value_of(&batch, "svc/enrich", "span.error_ratio", &[]), 1.0);
+}

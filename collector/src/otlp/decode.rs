@@ -1,9 +1,10 @@
 //! Decoding of OTLP/HTTP bodies: binary protobuf and OTLP/JSON.
 //!
-//! Protobuf is decoded with prost straight from the body's [`Bytes`]. OTLP/JSON is decoded with
-//! the serde support of `opentelemetry-proto`, which follows the OTLP/JSON rules the SDKs use:
-//! lowerCamelCase keys, trace and span ids as hex strings, enums as integers, 64-bit integers as
-//! strings or numbers, unknown fields ignored. Errors name the offending field: prost reports
+//! Protobuf is decoded with prost straight from the body's [`Bytes`], except metrics and traces,
+//! which are scanned in place (see [`super::scan`]) unless the scan leaves them to prost.
+//! OTLP/JSON is decoded with the serde support of `opentelemetry-proto`, which follows the
+//! OTLP/JSON rules the SDKs use: lowerCamelCase keys, trace and span ids as hex strings, enums as
+//! integers, 64-bit integers as strings or numbers, unknown fields ignored. Errors name the offending field: prost reports
 //! the message path (`Span.trace_id: ...`), serde the JSON path
 //! (`resourceSpans[0].scopeSpans[0].spans[0].kind: ...`).
 
@@ -33,7 +34,11 @@ pub fn decode_request(
     body: Bytes,
 ) -> Result<OtlpRequest, DecodeError> {
     let decoded = match (encoding, kind) {
-        (Encoding::Protobuf, SignalKind::Traces) => decode_protobuf(body).map(OtlpRequest::Traces),
+        (Encoding::Protobuf, SignalKind::Traces) => match super::scan::scan_traces(body.clone()) {
+            Ok(Some(raw)) => Ok(OtlpRequest::TracesRaw(raw)),
+            // Left to prost, or malformed: prost's error names the field.
+            Ok(None) | Err(_) => decode_protobuf(body).map(OtlpRequest::Traces),
+        },
         (Encoding::Protobuf, SignalKind::Metrics) => {
             match super::scan::scan_metrics(body.clone()) {
                 Ok(Some(raw)) => Ok(OtlpRequest::MetricsRaw(raw)),

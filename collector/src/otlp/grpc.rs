@@ -714,7 +714,24 @@ mod tests {
         let spans = (0..50).map(|i| span(i, 1_000, 5, false)).collect();
         let response = client.export(traces("svc", spans)).await.unwrap();
         assert_eq!(response.into_inner().partial_success, None);
-        assert_eq!(rx.recv().await.unwrap().request.item_count(), 50);
+        let admitted = rx.recv().await.unwrap();
+        assert!(matches!(admitted.request, OtlpRequest::TracesRaw(_)));
+        assert_eq!(admitted.request.item_count(), 50);
+        // A rejected span of a scanned request is reported like one of a decoded request.
+        let mut bad = span(9, 1_000, 1, false);
+        bad.trace_id = vec![0; 16];
+        let request = traces("svc", vec![span(0, 1_000, 5, false), bad]);
+        let response = client.export(request).await.unwrap().into_inner();
+        let partial = response.partial_success.unwrap();
+        assert_eq!(partial.rejected_spans, 1);
+        assert!(
+            partial.error_message.contains("trace_id"),
+            "{}",
+            partial.error_message
+        );
+        let admitted = rx.recv().await.unwrap();
+        assert!(matches!(admitted.request, OtlpRequest::TracesRaw(_)));
+        assert_eq!(admitted.request.item_count(), 1);
         drop(client);
         stop.cancel();
         server.await.unwrap().unwrap();

@@ -334,6 +334,7 @@ mod tests {
         let answer = ExportTraceServiceResponse::decode(body_of(response).await).unwrap();
         assert_eq!(answer.partial_success, None);
         let Admitted { request, .. } = rx.try_recv().unwrap();
+        assert!(matches!(request, OtlpRequest::TracesRaw(_)));
         assert_eq!(request.item_count(), 3);
         assert_eq!(telemetry.accepted_count(Signal::Spans), 3);
         assert_eq!(

@@ -44,7 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 pub use self::decode::{DecodeError, decode_request};
-pub use self::scan::{RawLogs, RawMetrics};
+pub use self::scan::{RawLogs, RawMetrics, RawTraces};
 use crate::telemetry::{CollectorTelemetry, Signal};
 
 /// The three OTLP export services.
@@ -109,13 +109,15 @@ pub enum OtlpRequest {
     MetricsRaw(RawMetrics),
     /// Log records of a protobuf request, scanned in place (see [`scan::scan_logs`]).
     LogsRaw(RawLogs),
+    /// Spans of a protobuf request, scanned in place (see [`scan::scan_traces`]).
+    TracesRaw(RawTraces),
 }
 
 impl OtlpRequest {
     /// Returns which service the request belongs to.
     pub fn kind(&self) -> SignalKind {
         match self {
-            Self::Traces(_) => SignalKind::Traces,
+            Self::Traces(_) | Self::TracesRaw(_) => SignalKind::Traces,
             Self::Metrics(_) | Self::MetricsRaw(_) => SignalKind::Metrics,
             Self::Logs(_) | Self::LogsRaw(_) => SignalKind::Logs,
         }
@@ -123,10 +125,16 @@ impl OtlpRequest {
 
     /// Returns the number of items: spans, metric data points or log records.
     ///
-    /// For [`OtlpRequest::MetricsRaw`] and [`OtlpRequest::LogsRaw`], the items screening keeps
-    /// (rejected ones stay in the body and the deriver skips them).
+    /// For the scanned requests ([`OtlpRequest::MetricsRaw`], [`OtlpRequest::LogsRaw`],
+    /// [`OtlpRequest::TracesRaw`]), the items screening keeps (their rejected items stay in the
+    /// body and the deriver skips them).
     pub fn item_count(&self) -> u64 {
         let count: usize = match self {
+            Self::TracesRaw(raw) => {
+                return raw
+                    .span_count()
+                    .saturating_sub(raw.invalid_trace_ids() + raw.invalid_span_ids());
+            }
             Self::MetricsRaw(raw) => {
                 return raw
                     .point_count()
@@ -273,6 +281,11 @@ pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
             rejections.add(Rejection::InvalidTraceId, raw.invalid_trace_id());
             rejections.add(Rejection::InvalidSpanId, raw.invalid_span_id());
         }
+        OtlpRequest::TracesRaw(raw) => {
+            // The scan judged the ids; the deriver and the probe tap skip these spans.
+            rejections.add(Rejection::InvalidTraceId, raw.invalid_trace_ids());
+            rejections.add(Rejection::InvalidSpanId, raw.invalid_span_ids());
+        }
         OtlpRequest::Traces(request) => {
             let spans = request
                 .resource_spans
@@ -280,7 +293,7 @@ pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
                 .flat_map(|r| &r.scope_spans)
                 .flat_map(|s| &s.spans);
             for span in spans {
-                if let Some(rejection) = span_rejection(span) {
+                if let Some(rejection) = span_rejection(&span.trace_id, &span.span_id) {
                     rejections.add(rejection, 1);
                 }
             }
@@ -290,7 +303,9 @@ pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
                     .iter_mut()
                     .flat_map(|r| &mut r.scope_spans)
                 {
-                    scope.spans.retain(|span| span_rejection(span).is_none());
+                    scope
+                        .spans
+                        .retain(|span| span_rejection(&span.trace_id, &span.span_id).is_none());
                 }
             }
         }
@@ -355,10 +370,10 @@ pub(crate) fn screen(request: &mut OtlpRequest) -> Rejections {
     rejections
 }
 
-fn span_rejection(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<Rejection> {
-    if !is_valid_id(&span.trace_id, 16) {
+fn span_rejection(trace_id: &[u8], span_id: &[u8]) -> Option<Rejection> {
+    if !is_valid_id(trace_id, 16) {
         Some(Rejection::InvalidTraceId)
-    } else if !is_valid_id(&span.span_id, 8) {
+    } else if !is_valid_id(span_id, 8) {
         Some(Rejection::InvalidSpanId)
     } else {
         None
@@ -731,6 +746,146 @@ pub(crate) mod test_support {
             })),
             ..Default::default()
         }
+    }
+
+    /// A trace request of every shape the deriver and the trace scan tell apart: stages from
+    /// span and resource attributes (string, int, bool, empty, valueless, repeated keys), errors,
+    /// job runs by attribute and by name (`nightly-export`), rejected ids, events, links,
+    /// several scopes and resources, one without a resource, and probe trace ids (`pwpb`).
+    pub(crate) fn mixed_traces() -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValueList};
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+
+        let with = |mut span: Span, attributes: Vec<KeyValue>| {
+            span.attributes = attributes;
+            span
+        };
+        let value = |value: any_value::Value| AnyValue { value: Some(value) };
+        let typed = |key: &str, v: any_value::Value| KeyValue {
+            key: key.to_owned(),
+            value: Some(value(v)),
+            ..Default::default()
+        };
+        let nested = typed(
+            "map",
+            any_value::Value::KvlistValue(KeyValueList {
+                values: vec![kv("inner", "v"), kv("pipeline.stage", "deep")],
+            }),
+        );
+        let mut probe = span(6, 40_000, 12, false);
+        probe.trace_id[..4].copy_from_slice(b"pwpb");
+        probe.attributes = vec![kv("pipeline.stage", "enrich")];
+        let mut probe_plain = span(7, 40_000, 3, true);
+        probe_plain.trace_id[..4].copy_from_slice(b"pwpb");
+        let mut short_trace_id = span(8, 10_000, 1, false);
+        short_trace_id.trace_id.pop();
+        let mut zero_span_id = span(9, 10_000, 1, true);
+        zero_span_id.span_id = vec![0; 8];
+        let mut by_name = span(10, 50_000, 2_500, true);
+        by_name.name = "nightly-export".to_owned();
+        let mut rich = with(
+            span(11, 30_000, 40, false),
+            vec![
+                kv("pipeline.stage", ""),
+                kv("messaging.destination.name", "q1"),
+                kv("k", "first"),
+                kv("k", "second"),
+                nested,
+            ],
+        );
+        rich.name = "déjà vu".to_owned();
+        rich.trace_state = "rojo=00f067aa0ba902b7".to_owned();
+        rich.parent_span_id = vec![5; 8];
+        rich.kind = 2;
+        rich.flags = 0x101;
+        rich.status = None;
+        rich.dropped_attributes_count = 3;
+        rich.dropped_events_count = 1;
+        rich.dropped_links_count = 2;
+        rich.events = vec![Event {
+            time_unix_nano: 7,
+            name: "checkpoint".to_owned(),
+            attributes: vec![kv("e", "v")],
+            dropped_attributes_count: 1,
+        }];
+        rich.links = vec![Link {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: "a=b".to_owned(),
+            attributes: vec![kv("l", "v")],
+            dropped_attributes_count: 0,
+            flags: 1,
+        }];
+        if let Some(status) = by_name.status.as_mut() {
+            status.message = "boom".to_owned();
+        }
+        let valueless = KeyValue {
+            key: "pipeline.stage".to_owned(),
+            ..Default::default()
+        };
+        let orders = ResourceSpans {
+            resource: resource("orders"),
+            scope_spans: vec![
+                ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".to_owned(),
+                        version: "1.2".to_owned(),
+                        attributes: vec![kv("scope.k", "v")],
+                        dropped_attributes_count: 0,
+                    }),
+                    spans: vec![
+                        with(
+                            span(0, 20_000, 5, false),
+                            vec![kv("pipeline.stage", "enrich")],
+                        ),
+                        with(
+                            span(1, 20_000, 9, true),
+                            vec![typed("pipeline.stage", any_value::Value::IntValue(7))],
+                        ),
+                        with(span(2, 20_000, 30, false), vec![kv("job.name", "compact")]),
+                        with(span(3, 20_000, 31, true), vec![kv("job.name", "compact")]),
+                        by_name,
+                        short_trace_id,
+                        zero_span_id,
+                        rich,
+                        with(
+                            span(12, 20_000, 2, false),
+                            vec![valueless, kv("pipeline.stage", "later")],
+                        ),
+                        with(
+                            span(13, 20_000, 2, false),
+                            vec![typed("pipeline.stage", any_value::Value::BoolValue(true))],
+                        ),
+                        probe,
+                    ],
+                    schema_url: "https://example.com/schema".to_owned(),
+                },
+                ScopeSpans {
+                    spans: vec![span(14, 20_000, 8, true), probe_plain],
+                    ..Default::default()
+                },
+            ],
+            schema_url: "https://example.com/resource".to_owned(),
+        };
+        let mut ingest = traces("ingest", vec![]).resource_spans;
+        if let Some(resource) = ingest[0].resource.as_mut() {
+            resource.attributes.push(kv("pipeline.stage", "extract"));
+        }
+        ingest[0].scope_spans[0].spans = vec![
+            span(15, 20_000, 4, false),
+            with(
+                span(16, 20_000, 6, false),
+                vec![kv("pipeline.stage", "load")],
+            ),
+        ];
+        let mut anonymous = traces("x", vec![span(17, 20_000, 1, false)]).resource_spans;
+        anonymous[0].resource = None;
+        let mut request = ExportTraceServiceRequest {
+            resource_spans: vec![orders],
+        };
+        request.resource_spans.extend(ingest);
+        request.resource_spans.extend(anonymous);
+        request
     }
 
     /// Wraps a request as the intake would, with a one-byte budget reservation.

@@ -18,6 +18,8 @@
 //! exponential histogram or summary, or with a shape where prost would merge repeated
 //! occurrences of a singular message (two resources on one `ResourceMetrics`, two data fields on
 //! one `Metric`), is left to prost: [`scan_metrics`] answers `Ok(None)`.
+//!
+//! Trace requests have their own scan ([`scan_traces`]) over the same wire helpers.
 
 use std::ops::Range;
 
@@ -28,9 +30,14 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
+mod traces;
+
+pub use self::traces::{RawTraces, scan_traces};
+pub(crate) use self::traces::{RawValue, SpanView};
+
 /// The scan found a body prost would refuse; prost's own decoding says why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed protobuf metrics request")]
+#[error("malformed protobuf request")]
 pub struct Malformed;
 
 impl From<prost::DecodeError> for Malformed {
@@ -561,15 +568,6 @@ impl<'a> Fields<'a> {
         self.read_varint()
     }
 
-    fn fixed32(&mut self, wire_type: WireType) -> Result<(), Malformed> {
-        expect(WireType::ThirtyTwoBit, wire_type)?;
-        if self.rest().len() < 4 {
-            return Err(Malformed);
-        }
-        self.pos += 4;
-        Ok(())
-    }
-
     fn fixed64(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
         expect(WireType::SixtyFourBit, wire_type)?;
         let bytes: [u8; 8] = self
@@ -579,6 +577,17 @@ impl<'a> Fields<'a> {
             .ok_or(Malformed)?;
         self.pos += 8;
         Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn fixed32(&mut self, wire_type: WireType) -> Result<u32, Malformed> {
+        expect(WireType::ThirtyTwoBit, wire_type)?;
+        let bytes: [u8; 4] = self
+            .rest()
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Malformed)?;
+        self.pos += 4;
+        Ok(u32::from_le_bytes(bytes))
     }
 
     /// Reads a length-delimited field and returns where its content is.

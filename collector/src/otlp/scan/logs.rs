@@ -312,7 +312,9 @@ impl Scan<'_> {
                     record.attributes.end = range.end;
                 }
                 7 => fields.varint(wire_type)?,
-                8 => fields.fixed32(wire_type)?,
+                8 => {
+                    fields.fixed32(wire_type)?;
+                }
                 9 => trace_id_len = fields.message(wire_type)?.len(),
                 10 => span_id_len = fields.message(wire_type)?.len(),
                 12 => fields.string(wire_type)?,
