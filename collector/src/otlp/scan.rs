@@ -57,19 +57,13 @@ const MAX_VALUE_DEPTH: u32 = 60;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawMetrics {
     body: Bytes,
-    resources: Vec<RawResource>,
+    resources: ResourceRanges,
     metrics: Vec<RawMetric>,
     points: Vec<RawPoint>,
     /// Points of metrics without a name.
     empty_name_points: u64,
     /// Points (of named metrics) with neither `as_double` nor `as_int`.
     missing_value_points: u64,
-}
-
-/// One `ResourceMetrics`: where its resource is in the body, if it has one.
-#[derive(Debug, Clone, PartialEq)]
-struct RawResource {
-    resource: Option<Range<usize>>,
 }
 
 /// One `Metric`: its resource and where its name is.
@@ -126,7 +120,7 @@ impl RawMetrics {
 
     /// Decodes the resource of `ResourceMetrics` number `index` (`None` without one).
     pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
-        let range = self.resources.get(index)?.resource.clone()?;
+        let range = self.resources.get(index)?.clone()?;
         // Checked by the scan; a failure here cannot happen and reads as no resource.
         Resource::decode(self.body.get(range)?).ok()
     }
@@ -194,28 +188,17 @@ impl RawMetrics {
 pub fn scan_metrics(body: Bytes) -> Result<Option<RawMetrics>, Malformed> {
     let mut scan = Scan {
         body: &body,
-        resources: Vec::new(),
         metrics: Vec::new(),
         points: Vec::new(),
         empty_name_points: 0,
         missing_value_points: 0,
         unsupported: false,
     };
-    let mut fields = Fields::new(&body, 0..body.len());
-    while let Some((tag, wire_type)) = fields.next_key()? {
-        match tag {
-            1 => {
-                let range = fields.message(wire_type)?;
-                scan.resource_metrics(range)?;
-            }
-            _ => fields.skip(wire_type, tag)?,
-        }
-    }
-    if scan.unsupported {
+    let resources = walk_request(&body, |resource, range| scan.metric(resource, range))?;
+    let Some(resources) = resources.filter(|_| !scan.unsupported) else {
         return Ok(None);
-    }
+    };
     let Scan {
-        resources,
         metrics,
         points,
         empty_name_points,
@@ -232,9 +215,84 @@ pub fn scan_metrics(body: Bytes) -> Result<Option<RawMetrics>, Malformed> {
     }))
 }
 
+/// Where the resource of each `Resource{Metrics,Logs,Spans}` of a request is, if it has one.
+type ResourceRanges = Vec<Option<Range<usize>>>;
+
+/// Walks an export request down to its items, the part the three scans share: each
+/// `Resource{Metrics,Logs,Spans}` (field 1 of the request) with its resource (field 1), its
+/// `Scope*` messages (field 2: the scope in field 1, the items in field 2) and its schema URL
+/// (field 3). Each item is handed to `item` with the index of its resource.
+///
+/// Returns the resources, or `None` when one `Resource*` has two resources (prost would merge
+/// them: the request is left to prost).
+fn walk_request(
+    body: &[u8],
+    mut item: impl FnMut(usize, Range<usize>) -> Result<(), Malformed>,
+) -> Result<Option<ResourceRanges>, Malformed> {
+    let mut resources = ResourceRanges::new();
+    let mut merged = false;
+    let mut request = Fields::new(body, 0..body.len());
+    while let Some((tag, wire_type)) = request.next_key()? {
+        if tag != 1 {
+            request.skip(wire_type, tag)?;
+            continue;
+        }
+        let index = resources.len();
+        resources.push(None);
+        let mut fields = Fields::new(body, request.message(wire_type)?);
+        while let Some((tag, wire_type)) = fields.next_key()? {
+            match tag {
+                1 => {
+                    let range = fields.message(wire_type)?;
+                    check_with_attributes::<Resource>(body, range.clone(), 1)?;
+                    merged |= resources[index].is_some();
+                    resources[index] = Some(range);
+                }
+                2 => {
+                    let mut scope = Fields::new(body, fields.message(wire_type)?);
+                    while let Some((tag, wire_type)) = scope.next_key()? {
+                        match tag {
+                            1 => {
+                                let range = scope.message(wire_type)?;
+                                check_with_attributes::<InstrumentationScope>(body, range, 3)?;
+                            }
+                            2 => item(index, scope.message(wire_type)?)?,
+                            3 => scope.string(wire_type)?,
+                            _ => scope.skip(wire_type, tag)?,
+                        }
+                    }
+                }
+                3 => fields.string(wire_type)?,
+                _ => fields.skip(wire_type, tag)?,
+            }
+        }
+    }
+    Ok((!merged).then_some(resources))
+}
+
+/// Checks a message once per request with prost, and also holds the values of its attributes
+/// (field `attributes_tag`) to the scan's nesting limit: prost, checking the message alone,
+/// counts its recursion from the message, not from the request.
+fn check_with_attributes<M: Message + Default>(
+    body: &[u8],
+    range: Range<usize>,
+    attributes_tag: u32,
+) -> Result<(), Malformed> {
+    check_message::<M>(body.get(range.clone()).ok_or(Malformed)?)?;
+    let mut fields = Fields::new(body, range);
+    while let Some((tag, wire_type)) = fields.next_key()? {
+        if tag == attributes_tag {
+            let range = fields.message(wire_type)?;
+            check_key_value(body, range, 0)?;
+        } else {
+            fields.skip(wire_type, tag)?;
+        }
+    }
+    Ok(())
+}
+
 struct Scan<'a> {
     body: &'a [u8],
-    resources: Vec<RawResource>,
     metrics: Vec<RawMetric>,
     points: Vec<RawPoint>,
     empty_name_points: u64,
@@ -244,51 +302,6 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn resource_metrics(&mut self, range: Range<usize>) -> Result<(), Malformed> {
-        let index = self.resources.len();
-        self.resources.push(RawResource { resource: None });
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_message::<Resource>(&self.body[range.clone()])?;
-                    if self.resources[index].resource.is_some() {
-                        // prost would merge the two resources.
-                        self.unsupported = true;
-                    }
-                    self.resources[index].resource = Some(range);
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.scope_metrics(index, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_metrics(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_message::<InstrumentationScope>(&self.body[range])?;
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.metric(resource, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
     fn metric(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
         let index = self.metrics.len();
         self.metrics.push(RawMetric {

@@ -18,13 +18,13 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::WireType;
 
-use super::{Fields, Malformed, check_any_value, check_key_value, check_message};
+use super::{Fields, Malformed, check_any_value, check_key_value, walk_request};
 
 /// Field number of `LogRecord.attributes`.
 const ATTRIBUTES_TAG: u32 = 6;
@@ -34,7 +34,7 @@ const ATTRIBUTES_TAG: u32 = 6;
 pub struct RawLogs {
     body: Bytes,
     /// Where the resource of each `ResourceLogs` is, if it has one.
-    resources: Vec<Option<Range<usize>>>,
+    resources: super::ResourceRanges,
     records: Vec<RawLogRecord>,
     /// Records with a trace id that is neither empty nor 16 bytes.
     invalid_trace_id: u64,
@@ -183,27 +183,16 @@ fn key_of(bytes: &[u8]) -> Option<&[u8]> {
 pub fn scan_logs(body: Bytes) -> Result<Option<RawLogs>, Malformed> {
     let mut scan = Scan {
         body: &body,
-        resources: Vec::new(),
         records: Vec::new(),
         invalid_trace_id: 0,
         invalid_span_id: 0,
         unsupported: false,
     };
-    let mut fields = Fields::new(&body, 0..body.len());
-    while let Some((tag, wire_type)) = fields.next_key()? {
-        match tag {
-            1 => {
-                let range = fields.message(wire_type)?;
-                scan.resource_logs(range)?;
-            }
-            _ => fields.skip(wire_type, tag)?,
-        }
-    }
-    if scan.unsupported {
+    let resources = walk_request(&body, |resource, range| scan.log_record(resource, range))?;
+    let Some(resources) = resources.filter(|_| !scan.unsupported) else {
         return Ok(None);
-    }
+    };
     let Scan {
-        resources,
         records,
         invalid_trace_id,
         invalid_span_id,
@@ -220,7 +209,6 @@ pub fn scan_logs(body: Bytes) -> Result<Option<RawLogs>, Malformed> {
 
 struct Scan<'a> {
     body: &'a [u8],
-    resources: Vec<Option<Range<usize>>>,
     records: Vec<RawLogRecord>,
     invalid_trace_id: u64,
     invalid_span_id: u64,
@@ -229,51 +217,6 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn resource_logs(&mut self, range: Range<usize>) -> Result<(), Malformed> {
-        let index = self.resources.len();
-        self.resources.push(None);
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_message::<Resource>(&self.body[range.clone()])?;
-                    if self.resources[index].is_some() {
-                        // prost would merge the two resources.
-                        self.unsupported = true;
-                    }
-                    self.resources[index] = Some(range);
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.scope_logs(index, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_logs(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_message::<InstrumentationScope>(&self.body[range])?;
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.log_record(resource, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
     fn log_record(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
         let mut record = RawLogRecord {
             resource,

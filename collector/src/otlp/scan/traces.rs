@@ -20,12 +20,12 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::WireType;
 
-use super::{Fields, Malformed, check_key_value, check_message};
+use super::{Fields, Malformed, check_key_value, walk_request};
 use crate::otlp::{Rejection, span_rejection};
 
 /// A protobuf `ExportTraceServiceRequest`, checked by a scan and kept as its body.
@@ -33,7 +33,7 @@ use crate::otlp::{Rejection, span_rejection};
 pub struct RawTraces {
     body: Bytes,
     /// Per `ResourceSpans`, where its resource is in the body, if it has one.
-    resources: Vec<Option<Range<usize>>>,
+    resources: super::ResourceRanges,
     spans: Vec<RawSpan>,
     /// Spans screening rejects for their trace id, and (with a valid trace id) for their span id.
     invalid_trace_ids: u64,
@@ -247,27 +247,16 @@ fn any_value(body: &[u8], range: Range<usize>) -> Option<RawValue<'_>> {
 pub fn scan_traces(body: Bytes) -> Result<Option<RawTraces>, Malformed> {
     let mut scan = Scan {
         body: &body,
-        resources: Vec::new(),
         spans: Vec::new(),
         invalid_trace_ids: 0,
         invalid_span_ids: 0,
         unsupported: false,
     };
-    let mut fields = Fields::new(&body, 0..body.len());
-    while let Some((tag, wire_type)) = fields.next_key()? {
-        match tag {
-            1 => {
-                let range = fields.message(wire_type)?;
-                scan.resource_spans(range)?;
-            }
-            _ => fields.skip(wire_type, tag)?,
-        }
-    }
-    if scan.unsupported {
+    let resources = walk_request(&body, |resource, range| scan.span(resource, range))?;
+    let Some(resources) = resources.filter(|_| !scan.unsupported) else {
         return Ok(None);
-    }
+    };
     let Scan {
-        resources,
         spans,
         invalid_trace_ids,
         invalid_span_ids,
@@ -284,7 +273,6 @@ pub fn scan_traces(body: Bytes) -> Result<Option<RawTraces>, Malformed> {
 
 struct Scan<'a> {
     body: &'a [u8],
-    resources: Vec<Option<Range<usize>>>,
     spans: Vec<RawSpan>,
     invalid_trace_ids: u64,
     invalid_span_ids: u64,
@@ -293,51 +281,6 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn resource_spans(&mut self, range: Range<usize>) -> Result<(), Malformed> {
-        let index = self.resources.len();
-        self.resources.push(None);
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_with_attributes::<Resource>(self.body, range.clone(), 1)?;
-                    if self.resources[index].is_some() {
-                        // prost would merge the two resources.
-                        self.unsupported = true;
-                    }
-                    self.resources[index] = Some(range);
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.scope_spans(index, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_spans(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
-        let mut fields = Fields::new(self.body, range);
-        while let Some((tag, wire_type)) = fields.next_key()? {
-            match tag {
-                1 => {
-                    let range = fields.message(wire_type)?;
-                    check_with_attributes::<InstrumentationScope>(self.body, range, 3)?;
-                }
-                2 => {
-                    let range = fields.message(wire_type)?;
-                    self.span(resource, range)?;
-                }
-                3 => fields.string(wire_type)?,
-                _ => fields.skip(wire_type, tag)?,
-            }
-        }
-        Ok(())
-    }
-
     fn span(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
         let mut span = RawSpan {
             resource,
@@ -467,27 +410,6 @@ fn check_link(body: &[u8], range: Range<usize>) -> Result<(), Malformed> {
             5 => fields.varint(wire_type)?,
             6 => fields.fixed32(wire_type).map(drop)?,
             _ => fields.skip(wire_type, tag)?,
-        }
-    }
-    Ok(())
-}
-
-/// Checks a message once per request with prost, and also holds the values of its attributes
-/// (field `attributes_tag`) to the scan's nesting limit: prost, checking the message alone,
-/// counts its recursion from the message, not from the request.
-fn check_with_attributes<M: Message + Default>(
-    body: &[u8],
-    range: Range<usize>,
-    attributes_tag: u32,
-) -> Result<(), Malformed> {
-    check_message::<M>(body.get(range.clone()).ok_or(Malformed)?)?;
-    let mut fields = Fields::new(body, range);
-    while let Some((tag, wire_type)) = fields.next_key()? {
-        if tag == attributes_tag {
-            let range = fields.message(wire_type)?;
-            check_key_value(body, range, 0)?;
-        } else {
-            fields.skip(wire_type, tag)?;
         }
     }
     Ok(())
