@@ -19,7 +19,8 @@
 //! occurrences of a singular message (two resources on one `ResourceMetrics`, two data fields on
 //! one `Metric`), is left to prost: [`scan_metrics`] answers `Ok(None)`.
 //!
-//! Trace requests have their own scan ([`scan_traces`]) over the same wire helpers.
+//! Trace and log requests have their own scans ([`scan_traces`], [`scan_logs`]) over the same
+//! wire helpers and the same walk of the request down to its items (`walk_request`).
 
 use std::ops::Range;
 
