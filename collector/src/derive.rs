@@ -64,7 +64,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
-use crate::otlp::scan::{PointView, RawValue, SpanView, stage_attributes};
+use crate::otlp::scan::{PointView, RawValue, SpanView};
 use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics, RawTraces};
 use crate::signal::{
     JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
@@ -299,8 +299,6 @@ pub(crate) struct Deriver {
     log_records: RecordBudget,
     /// Scratch buffer holding the stage of the item being derived.
     stage: String,
-    /// Scratch buffer holding the stage attributes of a scanned log record.
-    stage_kvs: Vec<KeyValue>,
     /// Series of scanned data points, by their raw bytes.
     series_cache: SeriesCache,
     output_closed: bool,
@@ -325,7 +323,6 @@ impl Deriver {
             rng: SplitMix64(RESERVOIR_SEED),
             log_records: RecordBudget::new(settings.max_log_records_per_second),
             stage: String::new(),
-            stage_kvs: Vec::new(),
             series_cache: SeriesCache::new(settings.max_series),
             output_closed: false,
             settings,
@@ -573,7 +570,7 @@ impl Deriver {
             &mut self.stage,
             &self.settings.stage_attributes,
             context,
-            span,
+            |key| span.attribute(key),
         );
         let facts = SpanFacts {
             trace_id: span.trace_id,
@@ -938,28 +935,20 @@ impl Deriver {
             request.resource_count(),
             |i| request.resource(i),
         );
-        let mut matched = std::mem::take(&mut self.stage_kvs);
         for view in request.records() {
             let Some(context) = contexts.get(view.resource) else {
                 continue;
             };
-            stage_attributes(
-                view.attributes,
-                &self.settings.stage_attributes,
-                &mut matched,
-            );
-            write_stage(
+            write_raw_stage(
                 &mut self.stage,
                 &self.settings.stage_attributes,
                 context,
-                &matched,
+                |key| view.attribute(key),
             );
             if self.count_log(view.severity_number, view.severity_text, now_ms) {
                 self.pass_log(view.decode(), now_ms);
             }
         }
-        matched.clear();
-        self.stage_kvs = matched;
     }
 
     /// Counts a log record of the stage in `self.stage`; returns whether the record is passed on
@@ -1258,18 +1247,19 @@ struct SpanFacts<'a> {
     failed: bool,
 }
 
-/// Writes the stage of a scanned span into `out`, like [`write_stage`] for a decoded one.
-fn write_raw_stage(
+/// Writes the stage of a scanned item into `out`, like [`write_stage`] for a decoded one;
+/// `attribute` looks up one of the item's attributes in place.
+fn write_raw_stage<'a>(
     out: &mut String,
     stage_attributes: &[String],
     context: &ResourceContext,
-    span: &SpanView<'_>,
+    attribute: impl Fn(&str) -> Option<RawValue<'a>>,
 ) {
     out.clear();
     out.push_str(&context.service);
     if let Some(value) = stage_attributes
         .iter()
-        .find_map(|name| raw_attribute(span, name))
+        .find_map(|name| non_empty(attribute(name)?))
     {
         out.push('/');
         write_raw_value(out, &value);
@@ -1279,10 +1269,9 @@ fn write_raw_stage(
     }
 }
 
-/// Returns the value of attribute `key` of a scanned span, unless absent or an empty string
-/// (like [`attribute`]).
-fn raw_attribute<'a>(span: &SpanView<'a>, key: &str) -> Option<RawValue<'a>> {
-    match span.attribute(key)? {
+/// Returns `value` unless it is an empty string (like [`attribute`]).
+fn non_empty(value: RawValue<'_>) -> Option<RawValue<'_>> {
+    match value {
         RawValue::Str("") => None,
         RawValue::Decoded(any_value::Value::StringValue(s)) if s.is_empty() => None,
         value => Some(value),
@@ -1301,7 +1290,7 @@ fn raw_job_name(settings: &DeriveSettings, span: &SpanView<'_>) -> Option<String
     if let Some(value) = settings
         .job_attribute
         .as_deref()
-        .and_then(|key| raw_attribute(span, key))
+        .and_then(|key| non_empty(span.attribute(key)?))
     {
         let mut job = String::new();
         write_raw_value(&mut job, &value);

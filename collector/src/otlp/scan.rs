@@ -31,10 +31,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
+mod attributes;
 mod traces;
 
+pub(crate) use self::attributes::RawValue;
+pub(crate) use self::traces::SpanView;
 pub use self::traces::{RawTraces, scan_traces};
-pub(crate) use self::traces::{RawValue, SpanView};
 
 /// The scan found a body prost would refuse; prost's own decoding says why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -648,7 +650,6 @@ fn expect(expected: WireType, actual: WireType) -> Result<(), Malformed> {
 
 mod logs;
 
-pub(crate) use logs::stage_attributes;
 pub use logs::{RawLogs, scan_logs};
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 //! (the same checks as the metrics scan: wire types, lengths, UTF-8, nested attribute values) and
 //! records per log record where it is in the body, its severity and its id rejections. The
 //! deriver decodes a record with prost only when it passes the record on, and otherwise reads its
-//! stage from the raw attributes (decoding only the attributes named in `signals.stage_attributes`)
-//! and its severity in place.
+//! stage (the attributes named in `signals.stage_attributes`) and its severity in place.
 //!
 //! A request where prost would merge repeated occurrences of a singular message above the record
 //! (two resources on one `ResourceLogs`) is left to prost: [`scan_logs`] answers `Ok(None)`. Inside
@@ -18,12 +17,11 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use prost::encoding::WireType;
 
+use super::attributes::{RawValue, find_attribute};
 use super::{Fields, Malformed, check_any_value, check_key_value, walk_request};
 
 /// Field number of `LogRecord.attributes`.
@@ -66,13 +64,18 @@ pub(crate) struct RecordView<'a> {
     pub(crate) severity_number: i32,
     /// `LogRecord.severity_text`.
     pub(crate) severity_text: &'a str,
-    /// The encoded attribute fields of the record (see [`stage_attributes`]).
-    pub(crate) attributes: &'a [u8],
+    /// The encoded attribute fields of the record.
+    attributes: &'a [u8],
     /// The record's message, for [`RecordView::decode`].
     record: &'a [u8],
 }
 
-impl RecordView<'_> {
+impl<'a> RecordView<'a> {
+    /// Returns the value of the first attribute named `key` (see [`find_attribute`]).
+    pub(crate) fn attribute(&self, key: &str) -> Option<RawValue<'a>> {
+        find_attribute(self.attributes, ATTRIBUTES_TAG, key)
+    }
+
     /// Decodes the whole record with prost.
     pub(crate) fn decode(&self) -> LogRecord {
         // Checked by the scan; a failure here cannot happen and reads as an empty record.
@@ -125,51 +128,6 @@ impl RawLogs {
                 record: self.body.get(record.range.clone()).unwrap_or(&[]),
             })
     }
-}
-
-/// Decodes, in order, the attributes of `attributes` (a record's encoded attribute fields) whose
-/// key is one of `keys` into `out` (cleared first). Other attributes are skipped unread: the
-/// stage of a record depends on these only, and the deriver's choice of the stage attribute over
-/// them is the one over all of the record's attributes (it reads the first attribute of each
-/// key).
-pub(crate) fn stage_attributes(attributes: &[u8], keys: &[String], out: &mut Vec<KeyValue>) {
-    out.clear();
-    if keys.is_empty() {
-        return;
-    }
-    let mut fields = Fields::new(attributes, 0..attributes.len());
-    // Checked by the scan; a failure here cannot happen and ends the list.
-    while let Ok(Some((tag, wire_type))) = fields.next_key() {
-        if tag != ATTRIBUTES_TAG || wire_type != WireType::LengthDelimited {
-            if fields.skip(wire_type, tag).is_err() {
-                break;
-            }
-            continue;
-        }
-        let Ok(range) = fields.length_delimited() else {
-            break;
-        };
-        let bytes = &attributes[range];
-        if key_of(bytes).is_some_and(|key| keys.iter().any(|k| k.as_bytes() == key))
-            && let Ok(kv) = KeyValue::decode(bytes)
-        {
-            out.push(kv);
-        }
-    }
-}
-
-/// The key of an encoded `KeyValue` (the last `key` field, as prost reads it).
-fn key_of(bytes: &[u8]) -> Option<&[u8]> {
-    let mut key: &[u8] = &[];
-    let mut fields = Fields::new(bytes, 0..bytes.len());
-    while let Some((tag, wire_type)) = fields.next_key().ok()? {
-        if tag == 1 && wire_type == WireType::LengthDelimited {
-            key = &bytes[fields.length_delimited().ok()?];
-        } else {
-            fields.skip(wire_type, tag).ok()?;
-        }
-    }
-    Some(key)
 }
 
 /// Scans a protobuf `ExportLogsServiceRequest`.

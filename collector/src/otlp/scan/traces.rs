@@ -20,12 +20,17 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+#[cfg(test)]
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::WireType;
 
+use super::attributes::{RawValue, find_attribute};
 use super::{Fields, Malformed, check_key_value, walk_request};
+
+/// Field number of `Span.attributes`.
+const SPAN_ATTRIBUTES_TAG: u32 = 9;
 use crate::otlp::{Rejection, span_rejection};
 
 /// A protobuf `ExportTraceServiceRequest`, checked by a scan and kept as its body.
@@ -73,14 +78,6 @@ pub(crate) struct SpanView<'a> {
     pub(crate) end_time_unix_nano: u64,
     /// `Status.code`, or `None` without a status.
     pub(crate) status_code: Option<i32>,
-}
-
-/// An attribute value found in the body: a plain string in place, anything else decoded by
-/// prost (rare for the attributes the deriver looks up).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RawValue<'a> {
-    Str(&'a str),
-    Decoded(any_value::Value),
 }
 
 impl RawTraces {
@@ -139,20 +136,7 @@ impl<'a> SpanView<'a> {
     /// when that attribute has no value (later attributes of the same name are not looked at,
     /// like a search of the decoded list).
     pub(crate) fn attribute(&self, key: &str) -> Option<RawValue<'a>> {
-        let bytes = self.attributes;
-        let mut fields = Fields::new(bytes, 0..bytes.len());
-        // Checked by the scan; a failure here cannot happen and ends the search.
-        while let Ok(Some((tag, wire_type))) = fields.next_key() {
-            if tag != 9 {
-                fields.skip(wire_type, tag).ok()?;
-                continue;
-            }
-            let range = fields.message(wire_type).ok()?;
-            if let Some(value) = key_value_if(bytes, range, key) {
-                return value;
-            }
-        }
-        None
+        find_attribute(self.attributes, SPAN_ATTRIBUTES_TAG, key)
     }
 
     /// Decodes the attributes of the span (for tests: the deriver looks attributes up).
@@ -175,64 +159,6 @@ impl<'a> SpanView<'a> {
         }
         attributes
     }
-}
-
-/// Returns `Some(value)` when the encoded `KeyValue` in `range` has key `key` (the last `key`
-/// field, as prost keeps it), `None` otherwise.
-fn key_value_if<'a>(
-    body: &'a [u8],
-    range: Range<usize>,
-    key: &str,
-) -> Option<Option<RawValue<'a>>> {
-    let mut name: &[u8] = &[];
-    let mut values = 0;
-    let mut value = 0..0;
-    let mut fields = Fields::new(body, range.clone());
-    while let Ok(Some((tag, wire_type))) = fields.next_key() {
-        match tag {
-            1 => name = body.get(fields.message(wire_type).ok()?)?,
-            2 => {
-                values += 1;
-                value = fields.message(wire_type).ok()?;
-            }
-            _ => fields.skip(wire_type, tag).ok()?,
-        }
-    }
-    if name != key.as_bytes() {
-        return None;
-    }
-    Some(match values {
-        0 => None,
-        // prost merges repeated values: let it.
-        1 => any_value(body, value),
-        _ => KeyValue::decode(body.get(range)?)
-            .ok()?
-            .value
-            .and_then(|v| v.value)
-            .map(RawValue::Decoded),
-    })
-}
-
-/// Reads an encoded `AnyValue`: a lone `string_value` in place, anything else with prost.
-fn any_value(body: &[u8], range: Range<usize>) -> Option<RawValue<'_>> {
-    let mut fields = Fields::new(body, range.clone());
-    match fields.next_key() {
-        Ok(None) => return None,
-        Ok(Some((1, WireType::LengthDelimited))) => {
-            if let Ok(string) = fields.length_delimited()
-                && fields.next_key() == Ok(None)
-            {
-                return std::str::from_utf8(body.get(string)?)
-                    .ok()
-                    .map(RawValue::Str);
-            }
-        }
-        _ => {}
-    }
-    AnyValue::decode(body.get(range)?)
-        .ok()?
-        .value
-        .map(RawValue::Decoded)
 }
 
 /// Scans a protobuf `ExportTraceServiceRequest`.

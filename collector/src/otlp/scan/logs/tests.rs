@@ -1,5 +1,5 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use proptest::prelude::*;
 
 use super::*;
@@ -84,13 +84,25 @@ fn screening_a_scanned_request_counts_like_a_decoded_one() {
 }
 
 #[test]
-fn stage_attributes_decodes_only_the_named_keys_in_order() {
+fn attributes_are_found_in_place_as_a_search_of_the_decoded_list() {
+    let int = |value: i64| AnyValue {
+        value: Some(any_value::Value::IntValue(value)),
+    };
     let mut record = log(9, "r");
     record.attributes = vec![
         kv("a", "1"),
         kv("pipeline.stage", "first"),
-        kv("b", "2"),
-        kv("topic", "t"),
+        KeyValue {
+            key: "n".to_owned(),
+            value: Some(int(7)),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "none".to_owned(),
+            value: None,
+            ..Default::default()
+        },
+        kv("none", "later"),
         kv("pipeline.stage", "second"),
     ];
     let request = logs("svc", vec![record]);
@@ -98,26 +110,18 @@ fn stage_attributes_decodes_only_the_named_keys_in_order() {
         .unwrap()
         .unwrap();
     let view = raw.records().next().unwrap();
-    let mut out = vec![kv("stale", "x")];
-    let keys = ["topic".to_owned(), "pipeline.stage".to_owned()];
-    stage_attributes(view.attributes, &keys, &mut out);
-    let found: Vec<(&str, &AnyValue)> = out
-        .iter()
-        .map(|kv| (kv.key.as_str(), kv.value.as_ref().unwrap()))
-        .collect();
-    let string = |s: &str| AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    };
+    // The first attribute of a name wins; strings are read in place, other values decoded.
     assert_eq!(
-        found,
-        [
-            ("pipeline.stage", &string("first")),
-            ("topic", &string("t")),
-            ("pipeline.stage", &string("second")),
-        ]
+        view.attribute("pipeline.stage"),
+        Some(RawValue::Str("first"))
     );
-    stage_attributes(view.attributes, &[], &mut out);
-    assert!(out.is_empty());
+    assert_eq!(
+        view.attribute("n"),
+        Some(RawValue::Decoded(any_value::Value::IntValue(7)))
+    );
+    // A first attribute without a value hides later ones, as in the decoded list.
+    assert_eq!(view.attribute("none"), None);
+    assert_eq!(view.attribute("missing"), None);
 }
 
 #[test]
@@ -197,10 +201,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_the_scan(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(Some(raw)) = scan_logs(Bytes::from(body)) {
-            let keys = ["pipeline.stage".to_owned()];
-            let mut out = Vec::new();
             for view in raw.records() {
-                stage_attributes(view.attributes, &keys, &mut out);
+                let _ = view.attribute("pipeline.stage");
                 let _ = view.decode();
             }
         }
