@@ -123,9 +123,7 @@ impl RawMetrics {
 
     /// Decodes the resource of `ResourceMetrics` number `index` (`None` without one).
     pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
-        let range = self.resources.get(index)?.clone()?;
-        // Checked by the scan; a failure here cannot happen and reads as no resource.
-        Resource::decode(self.body.get(range)?).ok()
+        decode_resource(&self.body, &self.resources, index)
     }
 
     /// Returns the data points in request order.
@@ -160,22 +158,7 @@ impl RawMetrics {
 
     /// Decodes the attributes of a point from the bytes [`PointView::attributes`] gave.
     pub(crate) fn attributes(bytes: &[u8]) -> Vec<KeyValue> {
-        let mut attributes = Vec::new();
-        let mut fields = Fields::new(bytes, 0..bytes.len());
-        // Checked by the scan; a failure here cannot happen and ends the list.
-        while let Ok(Some((tag, wire_type))) = fields.next_key() {
-            if tag == 7 && wire_type == WireType::LengthDelimited {
-                let Ok(range) = fields.length_delimited() else {
-                    break;
-                };
-                if let Some(Ok(kv)) = bytes.get(range).map(KeyValue::decode) {
-                    attributes.push(kv);
-                }
-            } else if fields.skip(wire_type, tag).is_err() {
-                break;
-            }
-        }
-        attributes
+        attributes::decode_attributes(bytes, 7)
     }
 }
 
@@ -220,6 +203,13 @@ pub fn scan_metrics(body: Bytes) -> Result<Option<RawMetrics>, Malformed> {
 
 /// Where the resource of each `Resource{Metrics,Logs,Spans}` of a request is, if it has one.
 type ResourceRanges = Vec<Option<Range<usize>>>;
+
+/// Decodes the resource of `Resource*` number `index` of a scanned request (`None` without one).
+fn decode_resource(body: &[u8], resources: &ResourceRanges, index: usize) -> Option<Resource> {
+    let range = resources.get(index)?.clone()?;
+    // Checked by the scan; a failure here cannot happen and reads as no resource.
+    Resource::decode(body.get(range)?).ok()
+}
 
 /// Walks an export request down to its items, the part the three scans share: each
 /// `Resource{Metrics,Logs,Spans}` (field 1 of the request) with its resource (field 1), its

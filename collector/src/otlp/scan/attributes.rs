@@ -99,3 +99,25 @@ fn any_value(body: &[u8], range: Range<usize>) -> Option<RawValue<'_>> {
         .value
         .map(RawValue::Decoded)
 }
+
+/// Decodes every attribute among the `attributes` fields (field number `tag`) of an encoded
+/// item, in order.
+pub(crate) fn decode_attributes(attributes: &[u8], tag: u32) -> Vec<KeyValue> {
+    let bytes = attributes;
+    let mut decoded = Vec::new();
+    let mut fields = Fields::new(bytes, 0..bytes.len());
+    // Checked by the scan; a failure here cannot happen and ends the list.
+    while let Ok(Some((field, wire_type))) = fields.next_key() {
+        if field == tag && wire_type == WireType::LengthDelimited {
+            let Ok(range) = fields.length_delimited() else {
+                break;
+            };
+            if let Some(Ok(kv)) = bytes.get(range).map(KeyValue::decode) {
+                decoded.push(kv);
+            }
+        } else if fields.skip(wire_type, field).is_err() {
+            break;
+        }
+    }
+    decoded
+}

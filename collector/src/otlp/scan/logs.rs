@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::attributes::{RawValue, find_attribute};
-use super::{Fields, Malformed, check_any_value, check_key_value, walk_request};
+use super::{Fields, Malformed, check_any_value, check_key_value, decode_resource, walk_request};
 
 /// Field number of `LogRecord.attributes`.
 const ATTRIBUTES_TAG: u32 = 6;
@@ -106,9 +106,7 @@ impl RawLogs {
 
     /// Decodes the resource of `ResourceLogs` number `index` (`None` without one).
     pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
-        let range = self.resources.get(index)?.clone()?;
-        // Checked by the scan; a failure here cannot happen and reads as no resource.
-        Resource::decode(self.body.get(range)?).ok()
+        decode_resource(&self.body, &self.resources, index)
     }
 
     /// Returns the records screening keeps, in request order.

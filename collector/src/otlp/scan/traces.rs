@@ -23,11 +23,10 @@ use bytes::Bytes;
 #[cfg(test)]
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use prost::encoding::WireType;
 
 use super::attributes::{RawValue, find_attribute};
-use super::{Fields, Malformed, check_key_value, walk_request};
+use super::{Fields, Malformed, check_key_value, decode_resource, walk_request};
 
 /// Field number of `Span.attributes`.
 const SPAN_ATTRIBUTES_TAG: u32 = 9;
@@ -103,9 +102,7 @@ impl RawTraces {
 
     /// Decodes the resource of `ResourceSpans` number `index` (`None` without one).
     pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
-        let range = self.resources.get(index)?.clone()?;
-        // Checked by the scan; a failure here cannot happen and reads as no resource.
-        Resource::decode(self.body.get(range)?).ok()
+        decode_resource(&self.body, &self.resources, index)
     }
 
     /// Returns the spans screening keeps, in request order.
@@ -142,22 +139,7 @@ impl<'a> SpanView<'a> {
     /// Decodes the attributes of the span (for tests: the deriver looks attributes up).
     #[cfg(test)]
     pub(crate) fn decoded_attributes(&self) -> Vec<KeyValue> {
-        let bytes = self.attributes;
-        let mut attributes = Vec::new();
-        let mut fields = Fields::new(bytes, 0..bytes.len());
-        while let Ok(Some((tag, wire_type))) = fields.next_key() {
-            if tag == 9 && wire_type == WireType::LengthDelimited {
-                let Ok(range) = fields.length_delimited() else {
-                    break;
-                };
-                if let Some(Ok(kv)) = bytes.get(range).map(KeyValue::decode) {
-                    attributes.push(kv);
-                }
-            } else if fields.skip(wire_type, tag).is_err() {
-                break;
-            }
-        }
-        attributes
+        super::attributes::decode_attributes(self.attributes, SPAN_ATTRIBUTES_TAG)
     }
 }
 

@@ -2,6 +2,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use proptest::prelude::*;
+use prost::Message;
 use prost::encoding::{encode_key, encode_varint};
 
 use super::*;
