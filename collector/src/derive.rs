@@ -64,7 +64,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SignalsConfig;
-use crate::otlp::scan::{PointView, RawValue, SpanView};
+use crate::otlp::scan::{PointView, RawValue, RecordParts, RecordView, SpanView};
 use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics, RawTraces};
 use crate::signal::{
     JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
@@ -292,7 +292,7 @@ pub(crate) struct Deriver {
     clock: Clock,
     window_start_ms: i64,
     window_index: u64,
-    stages: HashMap<String, StageAccumulator>,
+    stages: StageTable,
     series: SeriesTable,
     pending: SignalBatch,
     rng: SplitMix64,
@@ -314,7 +314,7 @@ impl Deriver {
         Self {
             window_start_ms: align_down(now_ms, settings.window_ms),
             window_index: 0,
-            stages: HashMap::new(),
+            stages: StageTable::new(settings.max_stages),
             series: SeriesTable {
                 last_used: HashMap::new(),
                 max: settings.max_series,
@@ -429,7 +429,7 @@ impl Deriver {
     /// Emits the figures of every stage active in the open window, ending it at `end_ms`.
     fn close_window(&mut self, end_ms: i64) {
         let seconds = (end_ms - self.window_start_ms) as f64 / 1000.0;
-        let mut stages: Vec<(String, StageAccumulator)> = self.stages.drain().collect();
+        let mut stages = self.stages.drain();
         stages.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (stage, mut acc) in stages {
             let percentiles = acc.percentiles();
@@ -590,7 +590,7 @@ impl Deriver {
         span: &SpanFacts<'_>,
         job: impl FnOnce(&DeriveSettings) -> Option<String>,
     ) {
-        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+        let Some(acc) = self.stages.entry(&self.stage) else {
             self.telemetry.dropped(Signal::Spans, "max_stages", 1);
             return;
         };
@@ -762,7 +762,7 @@ impl Deriver {
             context,
             attributes,
         );
-        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+        let Some(acc) = self.stages.entry(&self.stage) else {
             self.telemetry
                 .dropped(Signal::MetricPoints, "max_stages", 1);
             return;
@@ -850,14 +850,18 @@ impl Deriver {
         let series = self
             .series_cache
             .resolve(&self.settings.stage_attributes, context, view);
-        let Some(acc) = stage_entry(
-            &mut self.stages,
-            &series.series.stage,
-            self.settings.max_stages,
-        ) else {
-            self.telemetry
-                .dropped(Signal::MetricPoints, "max_stages", 1);
-            return;
+        // The series remembers its stage's slot for the rest of the window.
+        let acc = match series.stage_slot.and_then(|slot| self.stages.get(slot)) {
+            Some(acc) => acc,
+            None => {
+                let Some(slot) = self.stages.slot(&series.series.stage) else {
+                    self.telemetry
+                        .dropped(Signal::MetricPoints, "max_stages", 1);
+                    return;
+                };
+                series.stage_slot = Some(slot);
+                &mut self.stages.open[slot.slot].1
+            }
         };
         acc.metric_points += 1;
         let time_unix_nano = view.point.time_unix_nano;
@@ -946,7 +950,10 @@ impl Deriver {
                 |key| view.attribute(key),
             );
             if self.count_log(view.severity_number, view.severity_text, now_ms) {
-                self.pass_log(view.decode(), now_ms);
+                match view.parts() {
+                    Some(parts) => self.pass_raw_log(&view, parts, now_ms),
+                    None => self.pass_log(view.decode(), now_ms),
+                }
             }
         }
     }
@@ -954,7 +961,7 @@ impl Deriver {
     /// Counts a log record of the stage in `self.stage`; returns whether the record is passed on
     /// whole (within `max_log_records_per_second`).
     fn count_log(&mut self, severity_number: i32, severity_text: &str, now_ms: i64) -> bool {
-        let Some(acc) = stage_entry(&mut self.stages, &self.stage, self.settings.max_stages) else {
+        let Some(acc) = self.stages.entry(&self.stage) else {
             self.telemetry.dropped(Signal::LogRecords, "max_stages", 1);
             return false;
         };
@@ -966,6 +973,45 @@ impl Deriver {
             return false;
         }
         true
+    }
+
+    /// Passes a scanned record of the stage in `self.stage` on whole, from its `parts` read in
+    /// place: the record [`Deriver::pass_log`] makes of the decoded record.
+    fn pass_raw_log(&mut self, view: &RecordView<'_>, parts: RecordParts<'_>, now_ms: i64) {
+        let timestamp_ms =
+            log_timestamp_ms(parts.time_unix_nano, parts.observed_time_unix_nano, now_ms);
+        let severity_text = if view.severity_text.is_empty() {
+            SEVERITIES[severity_class(view.severity_number, "")].to_owned()
+        } else {
+            view.severity_text.to_owned()
+        };
+        let body = match parts.body {
+            None => String::new(),
+            Some(RawValue::Str(text)) => text.to_owned(),
+            Some(RawValue::Decoded(value)) => render_body(Some(AnyValue { value: Some(value) })),
+        };
+        let attributes = parts
+            .attributes
+            .into_iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    None => serde_json::Value::Null,
+                    Some(RawValue::Str(text)) => serde_json::Value::String(text.to_owned()),
+                    Some(RawValue::Decoded(value)) => value_into_json(value),
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
+        self.pending.logs.push(LogRecord {
+            stage: self.stage.clone(),
+            timestamp_ms,
+            severity_number: view.severity_number,
+            severity_text,
+            body,
+            attributes: serde_json::Value::Object(attributes),
+            trace_id: hex(parts.trace_id),
+            span_id: hex(parts.span_id),
+        });
     }
 
     /// Passes a record of the stage in `self.stage` on whole.
@@ -981,13 +1027,7 @@ impl Deriver {
             span_id,
             ..
         } = record;
-        let timestamp_ms = if time_unix_nano != 0 {
-            nanos_to_ms(time_unix_nano)
-        } else if observed_time_unix_nano != 0 {
-            nanos_to_ms(observed_time_unix_nano)
-        } else {
-            now_ms
-        };
+        let timestamp_ms = log_timestamp_ms(time_unix_nano, observed_time_unix_nano, now_ms);
         let severity_text = if severity_text.is_empty() {
             SEVERITIES[severity_class(severity_number, "")].to_owned()
         } else {
@@ -1095,6 +1135,8 @@ struct CachedSeries {
     series: Arc<Series>,
     /// The last window the key was admitted in under the `max_series` cap.
     admitted_in: Option<u64>,
+    /// The slot of the series' stage, while that generation of the stage table lasts.
+    stage_slot: Option<StageSlot>,
 }
 
 /// Series of scanned data points by their raw bytes: resource stage context, metric name and the
@@ -1160,6 +1202,7 @@ impl SeriesCache {
                         attributes,
                     }),
                     admitted_in: None,
+                    stage_slot: None,
                 };
                 if self.series.len() >= self.max_entries {
                     self.index.clear();
@@ -1176,19 +1219,75 @@ impl SeriesCache {
     }
 }
 
-/// Returns the accumulator of `stage`, creating it unless `max` stages are already open.
-fn stage_entry<'a>(
-    stages: &'a mut HashMap<String, StageAccumulator>,
-    stage: &str,
+/// The accumulators of the stages open in the current window, at most `max` of them. A stage's
+/// slot stays valid until the window closes ([`StageTable::drain`]), so a caller can remember it
+/// with the table's generation and skip the lookup of the stage name.
+#[derive(Debug)]
+struct StageTable {
+    index: HashMap<String, usize>,
+    open: Vec<(String, StageAccumulator)>,
+    /// Changes at every drain: a slot remembered under another generation is stale.
+    generation: u64,
     max: usize,
-) -> Option<&'a mut StageAccumulator> {
-    if !stages.contains_key(stage) {
-        if stages.len() >= max {
+}
+
+/// A stage's slot in the [`StageTable`] of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StageSlot {
+    generation: u64,
+    slot: usize,
+}
+
+impl StageTable {
+    fn new(max: usize) -> Self {
+        Self {
+            index: HashMap::new(),
+            open: Vec::new(),
+            generation: 0,
+            max,
+        }
+    }
+
+    /// Returns the slot of `stage`, opening it unless `max` stages are already open.
+    fn slot(&mut self, stage: &str) -> Option<StageSlot> {
+        let slot = match self.index.get(stage) {
+            Some(&slot) => slot,
+            None => {
+                if self.open.len() >= self.max {
+                    return None;
+                }
+                self.open
+                    .push((stage.to_owned(), StageAccumulator::default()));
+                self.index.insert(stage.to_owned(), self.open.len() - 1);
+                self.open.len() - 1
+            }
+        };
+        Some(StageSlot {
+            generation: self.generation,
+            slot,
+        })
+    }
+
+    /// Returns the accumulator of `stage`, opening it unless `max` stages are already open.
+    fn entry(&mut self, stage: &str) -> Option<&mut StageAccumulator> {
+        let slot = self.slot(stage)?;
+        Some(&mut self.open[slot.slot].1)
+    }
+
+    /// Returns the accumulator in `slot` if the slot is of the current generation.
+    fn get(&mut self, slot: StageSlot) -> Option<&mut StageAccumulator> {
+        if slot.generation != self.generation {
             return None;
         }
-        stages.insert(stage.to_owned(), StageAccumulator::default());
+        self.open.get_mut(slot.slot).map(|(_, acc)| acc)
     }
-    stages.get_mut(stage)
+
+    /// Closes every stage: returns them (in opening order) and starts a new generation.
+    fn drain(&mut self) -> Vec<(String, StageAccumulator)> {
+        self.index.clear();
+        self.generation += 1;
+        std::mem::take(&mut self.open)
+    }
 }
 
 /// Writes the stage of an item with `attributes` into `out`.
@@ -1355,6 +1454,17 @@ fn severity_class(number: i32, text: &str) -> usize {
                 UNSPECIFIED
             }
         }
+    }
+}
+
+/// The time of a log record: its own, else when it was observed, else `now_ms`.
+fn log_timestamp_ms(time_unix_nano: u64, observed_time_unix_nano: u64, now_ms: i64) -> i64 {
+    if time_unix_nano != 0 {
+        nanos_to_ms(time_unix_nano)
+    } else if observed_time_unix_nano != 0 {
+        nanos_to_ms(observed_time_unix_nano)
+    } else {
+        now_ms
     }
 }
 

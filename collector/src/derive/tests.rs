@@ -139,11 +139,14 @@ async fn percentiles_beyond_the_sample_cap_come_from_a_deterministic_reservoir()
                 OtlpRequest::Traces(traces("svc", spans)),
             );
         }
-        let samples = deriver.stages["svc"].latencies_ms.len();
+        let samples = deriver
+            .stages
+            .entry("svc")
+            .map(|acc| acc.latencies_ms.len());
         (close(&mut deriver), samples)
     };
     let (batch, samples) = run();
-    assert_eq!(samples, 2_000);
+    assert_eq!(samples, Some(2_000));
     assert_eq!(value_of(&batch, "svc", "span.count", &[]), 50_000.0);
     let p50 = value_of(&batch, "svc", "span.latency_p50_ms", &[]);
     let p95 = value_of(&batch, "svc", "span.latency_p95_ms", &[]);
@@ -1247,4 +1250,138 @@ async fn a_span_with_two_statuses_is_decoded_by_prost_and_derived_with_the_merge
     feed(&mut deriver, &telemetry, request);
     let batch = close(&mut deriver);
     assert_eq!(value_of(&batch, "svc/enrich", "span.error_ratio", &[]), 1.0);
+}
+
+/// A length-delimited protobuf field: key, length and `bytes`.
+fn length_delimited(tag: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+// Records passed on whole are read in place unless prost would merge something in them; either
+// way they come out as the decoded ones do. Paused clock: see above.
+#[tokio::test(start_paused = true)]
+async fn scanned_records_of_every_value_kind_and_merged_fields_derive_like_decoded_ones() {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use prost::Message;
+    let value = |value: any_value::Value| Some(AnyValue { value: Some(value) });
+    let attribute = |key: &str, v: Option<AnyValue>| KeyValue {
+        key: key.to_owned(),
+        value: v,
+        ..Default::default()
+    };
+    let with = |attributes: Vec<KeyValue>| OtlpLogRecord {
+        attributes,
+        ..Default::default()
+    };
+    let record = |record: OtlpLogRecord| record.encode_to_vec();
+    // Every kind of value, a value-less attribute, an empty value, a repeated key, a NaN, ids.
+    let mut kinds = log(9, "kinds");
+    kinds.attributes = vec![
+        attribute("s", value(any_value::Value::StringValue("text".into()))),
+        attribute("b", value(any_value::Value::BoolValue(true))),
+        attribute("i", value(any_value::Value::IntValue(-7))),
+        attribute("d", value(any_value::Value::DoubleValue(2.5))),
+        attribute("nan", value(any_value::Value::DoubleValue(f64::NAN))),
+        attribute("bytes", value(any_value::Value::BytesValue(vec![0xab, 1]))),
+        attribute(
+            "array",
+            value(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::IntValue(1)),
+                }],
+            })),
+        ),
+        attribute(
+            "map",
+            value(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![kv("k", "v")],
+            })),
+        ),
+        attribute("none", None),
+        attribute("empty", Some(AnyValue { value: None })),
+        kv("s", "again"),
+    ];
+    kinds.trace_id = vec![1; 16];
+    kinds.span_id = vec![2; 8];
+    kinds.observed_time_unix_nano = 1_700_000_005_000_000_000;
+    // Repeated scalar fields and ids: the last one counts.
+    let mut later = with(Vec::new());
+    later.time_unix_nano = 1_700_000_009_000_000_000;
+    later.trace_id = vec![3; 16];
+    later.severity_text = "ERROR".into();
+    let repeated_scalars = [record(kinds.clone()), record(later)].concat();
+    // Two bodies, which prost merges: the record is left to prost.
+    let mut second_body = with(vec![kv("x", "y")]);
+    second_body.body = value(any_value::Value::IntValue(5));
+    let two_bodies = [record(log(13, "first body")), record(second_body)].concat();
+    // An attribute with two values (merged by prost) and one with two keys (the last counts).
+    let two_values = [
+        attribute("two", value(any_value::Value::IntValue(1))).encode_to_vec(),
+        attribute("", value(any_value::Value::StringValue("second".into()))).encode_to_vec(),
+    ]
+    .concat();
+    let two_keys = [
+        attribute("old", None).encode_to_vec(),
+        attribute("new", value(any_value::Value::BoolValue(false))).encode_to_vec(),
+    ]
+    .concat();
+    let merged_value = [
+        record(log(9, "merged value")),
+        length_delimited(6, &two_values),
+    ]
+    .concat();
+    let renamed = [record(log(9, "renamed")), length_delimited(6, &two_keys)].concat();
+    // A body whose string value comes twice: read by prost, rendered as the string.
+    let string_twice = [length_delimited(1, b"one"), length_delimited(1, b"two")].concat();
+    let body_string_twice = [
+        record(with(vec![kv("pipeline.stage", "load")])),
+        length_delimited(5, &string_twice),
+    ]
+    .concat();
+
+    let records: Vec<&[u8]> = vec![
+        &repeated_scalars,
+        &two_bodies,
+        &merged_value,
+        &renamed,
+        &body_string_twice,
+    ];
+    let scope: Vec<u8> = records
+        .iter()
+        .flat_map(|record| length_delimited(2, record))
+        .collect();
+    let resource = resource("ingest").unwrap_or_default().encode_to_vec();
+    let resource_logs = [length_delimited(1, &resource), length_delimited(2, &scope)].concat();
+    let body = length_delimited(1, &resource_logs);
+
+    // Which records are read in place.
+    let scanned = crate::otlp::scan::scan_logs(bytes::Bytes::copy_from_slice(&body))
+        .unwrap()
+        .expect("the records are scanned");
+    let in_place: Vec<bool> = scanned.records().map(|r| r.parts().is_some()).collect();
+    assert_eq!(in_place, [true, false, false, true, true]);
+
+    let decoded = derive_encoded_logs(&body, false, SignalsConfig::default());
+    assert_eq!(
+        derive_encoded_logs(&body, true, SignalsConfig::default()),
+        decoded
+    );
+    let logs = &decoded.0[0].logs;
+    assert_eq!(logs.len(), 5, "{logs:#?}");
+    assert_eq!(logs[0].severity_text, "ERROR");
+    assert_eq!(logs[0].timestamp_ms, 1_700_000_009_000);
+    assert_eq!(logs[0].trace_id, "03".repeat(16));
+    assert_eq!(logs[0].attributes["s"], "again");
+    assert_eq!(logs[0].attributes["bytes"], "ab01");
+    assert_eq!(logs[1].body, "5");
+    assert_eq!(logs[2].attributes["two"], "second");
+    assert_eq!(logs[3].attributes["new"], false);
+    assert_eq!(
+        (logs[4].body.as_str(), logs[4].stage.as_str()),
+        ("two", "ingest/load")
+    );
 }

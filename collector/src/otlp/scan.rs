@@ -641,6 +641,7 @@ fn expect(expected: WireType, actual: WireType) -> Result<(), Malformed> {
 mod logs;
 
 pub use logs::{RawLogs, scan_logs};
+pub(crate) use logs::{RecordParts, RecordView};
 
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,9 @@ pub struct StoreWriter {
     point_flush_interval: Duration,
     /// Series points folded per series and bucket, not yet written.
     buckets: PointBuckets,
+    /// The fold of the transaction being written, merged into `buckets` once committed (kept
+    /// between transactions for its capacity).
+    fold: PointBuckets,
     retention_ms: i64,
     telemetry: AppTelemetry,
 }
@@ -126,6 +129,9 @@ impl StoreWriter {
             point_flush_interval,
         } = limits;
         let (conn, path) = open_store(dir)?;
+        let resolution_ms = i64::try_from(point_resolution.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
         Ok(Self {
             conn,
             path,
@@ -134,11 +140,8 @@ impl StoreWriter {
             commit_delay,
             // A zero interval would spin the idle wait below.
             point_flush_interval: point_flush_interval.max(Duration::from_millis(1)),
-            buckets: PointBuckets::new(
-                i64::try_from(point_resolution.as_millis())
-                    .unwrap_or(i64::MAX)
-                    .max(1),
-            ),
+            buckets: PointBuckets::new(resolution_ms),
+            fold: PointBuckets::new(resolution_ms),
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             telemetry,
         })
@@ -309,14 +312,16 @@ impl StoreWriter {
         let mut counts = WriteCounts::default();
         // Folded apart and merged only once committed: a retried transaction never counts a
         // point twice, and every series id in `self.buckets` is committed.
-        let mut fold = PointBuckets::new(self.buckets.resolution_ms);
+        self.fold.clear();
         for batch in pending {
-            fold.add(&tx, &mut self.series_ids, batch).map_err(sqlite)?;
+            self.fold
+                .add(&tx, &mut self.series_ids, batch)
+                .map_err(sqlite)?;
             write_batch(&tx, batch, &mut counts).map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)?;
         self.telemetry.store_transactions.inc();
-        self.buckets.merge(fold);
+        self.buckets.merge(&mut self.fold);
         counts.report(&self.telemetry);
         Ok(())
     }
@@ -494,8 +499,9 @@ impl PointBuckets {
         self.buckets.clear();
     }
 
-    fn merge(&mut self, other: PointBuckets) {
-        for (key, b) in other.buckets {
+    /// Moves every bucket of `other` into this fold, leaving `other` empty (with its capacity).
+    fn merge(&mut self, other: &mut PointBuckets) {
+        for (key, b) in other.buckets.drain() {
             match self.buckets.entry(key) {
                 std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().fold(&b),
                 std::collections::hash_map::Entry::Vacant(entry) => {

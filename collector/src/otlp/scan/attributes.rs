@@ -78,8 +78,27 @@ fn key_value_if<'a>(
     })
 }
 
+/// Reads the encoded `KeyValue` in `range` as prost would decode it: its key (the last `key`
+/// field) and value (`None` without one). `None` for a `KeyValue` with more than one `value`
+/// field, which prost merges: decode it with prost then.
+pub(crate) fn key_value(body: &[u8], range: Range<usize>) -> Option<(&str, Option<RawValue<'_>>)> {
+    let mut name: &[u8] = &[];
+    let mut value = None;
+    let mut fields = Fields::new(body, range);
+    while let Ok(Some((tag, wire_type))) = fields.next_key() {
+        match tag {
+            1 => name = body.get(fields.message(wire_type).ok()?)?,
+            2 if value.is_none() => value = Some(fields.message(wire_type).ok()?),
+            2 => return None,
+            _ => fields.skip(wire_type, tag).ok()?,
+        }
+    }
+    let name = std::str::from_utf8(name).ok()?;
+    Some((name, value.and_then(|range| any_value(body, range))))
+}
+
 /// Reads an encoded `AnyValue`: a lone `string_value` in place, anything else with prost.
-fn any_value(body: &[u8], range: Range<usize>) -> Option<RawValue<'_>> {
+pub(crate) fn any_value(body: &[u8], range: Range<usize>) -> Option<RawValue<'_>> {
     let mut fields = Fields::new(body, range.clone());
     match fields.next_key() {
         Ok(None) => return None,

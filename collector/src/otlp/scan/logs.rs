@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::attributes::{RawValue, find_attribute};
+use super::attributes::{RawValue, any_value, find_attribute, key_value};
 use super::{Fields, Malformed, check_any_value, check_key_value, decode_resource, walk_request};
 
 /// Field number of `LogRecord.attributes`.
@@ -81,6 +81,56 @@ impl<'a> RecordView<'a> {
         // Checked by the scan; a failure here cannot happen and reads as an empty record.
         LogRecord::decode(self.record).unwrap_or_default()
     }
+
+    /// Reads what a record passed on whole carries, in place, as prost would decode it; `None`
+    /// when prost must decode the record instead (a repeated body or attribute value, which
+    /// prost merges).
+    pub(crate) fn parts(&self) -> Option<RecordParts<'a>> {
+        let bytes = self.record;
+        let mut parts = RecordParts {
+            time_unix_nano: 0,
+            observed_time_unix_nano: 0,
+            body: None,
+            attributes: Vec::new(),
+            trace_id: &[],
+            span_id: &[],
+        };
+        let mut has_body = false;
+        let mut fields = Fields::new(bytes, 0..bytes.len());
+        // Checked by the scan; a failure here cannot happen and leaves the record to prost.
+        while let Some((tag, wire_type)) = fields.next_key().ok()? {
+            match tag {
+                1 => parts.time_unix_nano = fields.fixed64(wire_type).ok()?,
+                11 => parts.observed_time_unix_nano = fields.fixed64(wire_type).ok()?,
+                5 if has_body => return None,
+                5 => {
+                    has_body = true;
+                    parts.body = any_value(bytes, fields.message(wire_type).ok()?);
+                }
+                ATTRIBUTES_TAG => {
+                    let range = fields.message(wire_type).ok()?;
+                    parts.attributes.push(key_value(bytes, range)?);
+                }
+                9 => parts.trace_id = bytes.get(fields.message(wire_type).ok()?)?,
+                10 => parts.span_id = bytes.get(fields.message(wire_type).ok()?)?,
+                _ => fields.skip(wire_type, tag).ok()?,
+            }
+        }
+        Some(parts)
+    }
+}
+
+/// What a log record passed on whole carries besides its severity (see [`RecordView::parts`]).
+#[derive(Debug)]
+pub(crate) struct RecordParts<'a> {
+    pub(crate) time_unix_nano: u64,
+    pub(crate) observed_time_unix_nano: u64,
+    /// The body's value (`None` without a body or without a value in it).
+    pub(crate) body: Option<RawValue<'a>>,
+    /// Every attribute in order: key and value (`None` without one).
+    pub(crate) attributes: Vec<(&'a str, Option<RawValue<'a>>)>,
+    pub(crate) trace_id: &'a [u8],
+    pub(crate) span_id: &'a [u8],
 }
 
 impl RawLogs {
