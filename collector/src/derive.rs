@@ -827,6 +827,9 @@ impl Deriver {
             request.resource_count(),
             |i| request.resource(i),
         );
+        // The prefix of the points of the last metric: (resource, name bytes) and its id. The
+        // points of a metric come together and share the name's bytes.
+        let mut last_prefix: Option<((usize, *const u8, usize), u32)> = None;
         for view in request.points() {
             let Some(value) = view.point.value else {
                 continue;
@@ -834,22 +837,33 @@ impl Deriver {
             if view.name.is_empty() {
                 continue;
             }
-            if let Some(context) = contexts.get(view.resource) {
-                self.derive_raw_point(context, &view, value, now_ms);
-            }
+            let Some(context) = contexts.get(view.resource) else {
+                continue;
+            };
+            let metric = (view.resource, view.name.as_ptr(), view.name.len());
+            let prefix = match last_prefix {
+                Some((last, prefix)) if last == metric => prefix,
+                _ => {
+                    let prefix = self.series_cache.prefix(context, view.name);
+                    last_prefix = Some((metric, prefix));
+                    prefix
+                }
+            };
+            self.derive_raw_point(context, prefix, &view, value, now_ms);
         }
     }
 
     fn derive_raw_point(
         &mut self,
         context: &ResourceContext,
+        prefix: u32,
         view: &PointView<'_>,
         value: f64,
         now_ms: i64,
     ) {
-        let series = self
-            .series_cache
-            .resolve(&self.settings.stage_attributes, context, view);
+        let series =
+            self.series_cache
+                .resolve(&self.settings.stage_attributes, context, prefix, view);
         // The series remembers its stage's slot for the rest of the window.
         let acc = match series.stage_slot.and_then(|slot| self.stages.get(slot)) {
             Some(acc) => acc,
@@ -1141,21 +1155,26 @@ struct CachedSeries {
 
 /// Series of scanned data points by their raw bytes: resource stage context, metric name and the
 /// encoded attributes. The same bytes always resolve to the same series (the stage attributes
-/// are fixed), so a hit is exact; the cache only saves building the key again. Bounded: it
-/// starts over when full.
+/// are fixed), so a hit is exact; the cache only saves building the key again. The context and
+/// name (the prefix, shared by the points of a metric) are looked up once per metric and stand
+/// as a number in the key of each point, which then hashes and compares only the attributes.
+/// Bounded: it starts over when full.
 #[derive(Debug)]
 struct SeriesCache {
-    /// Index into `series` by raw bytes.
+    /// Id of each prefix by its bytes.
+    prefixes: HashMap<Box<[u8]>, u32>,
+    /// Index into `series` by prefix id and raw attribute bytes.
     index: HashMap<Box<[u8]>, usize>,
     series: Vec<CachedSeries>,
     max_entries: usize,
-    /// Scratch buffer for the lookup key.
+    /// Scratch buffer for the lookup keys.
     scratch: Vec<u8>,
 }
 
 impl SeriesCache {
     fn new(max_series: usize) -> Self {
         Self {
+            prefixes: HashMap::new(),
             index: HashMap::new(),
             series: Vec::new(),
             max_entries: max_series.saturating_mul(2).clamp(1024, 1 << 17),
@@ -1163,15 +1182,10 @@ impl SeriesCache {
         }
     }
 
-    /// Returns the series of a data point, resolving it on a miss.
-    fn resolve(
-        &mut self,
-        stage_attributes: &[String],
-        context: &ResourceContext,
-        view: &PointView<'_>,
-    ) -> &mut CachedSeries {
-        // 0xff never occurs in UTF-8, so the parts cannot run into each other; the raw
-        // attributes come last.
+    /// Returns the id of the prefix of the points of metric `name` under `context`. An id is
+    /// valid until the next call: starting over (when full) forgets every series with the ids.
+    fn prefix(&mut self, context: &ResourceContext, name: &str) -> u32 {
+        // 0xff never occurs in UTF-8, so the parts cannot run into each other.
         let scratch = &mut self.scratch;
         scratch.clear();
         scratch.extend_from_slice(context.service.as_bytes());
@@ -1184,8 +1198,34 @@ impl SeriesCache {
             None => scratch.push(0),
         }
         scratch.push(0xff);
-        scratch.extend_from_slice(view.name.as_bytes());
-        scratch.push(0xff);
+        scratch.extend_from_slice(name.as_bytes());
+        if let Some(&id) = self.prefixes.get(self.scratch.as_slice()) {
+            return id;
+        }
+        if self.prefixes.len() >= self.max_entries {
+            self.prefixes.clear();
+            self.index.clear();
+            self.series.clear();
+        }
+        // Below `max_entries`, at most 2^17.
+        let id = u32::try_from(self.prefixes.len()).unwrap_or(u32::MAX);
+        self.prefixes
+            .insert(self.scratch.clone().into_boxed_slice(), id);
+        id
+    }
+
+    /// Returns the series of a data point of the metric of `prefix` (from [`Self::prefix`]),
+    /// resolving it on a miss.
+    fn resolve(
+        &mut self,
+        stage_attributes: &[String],
+        context: &ResourceContext,
+        prefix: u32,
+        view: &PointView<'_>,
+    ) -> &mut CachedSeries {
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.extend_from_slice(&prefix.to_le_bytes());
         scratch.extend_from_slice(view.attributes);
         let slot = match self.index.get(self.scratch.as_slice()) {
             Some(&slot) => slot,
@@ -1205,6 +1245,7 @@ impl SeriesCache {
                     stage_slot: None,
                 };
                 if self.series.len() >= self.max_entries {
+                    // The prefixes stay: their ids remain valid.
                     self.index.clear();
                     self.series.clear();
                 }

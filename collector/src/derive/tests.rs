@@ -1385,3 +1385,63 @@ async fn scanned_records_of_every_value_kind_and_merged_fields_derive_like_decod
         ("two", "ingest/load")
     );
 }
+
+// The series cache starts over when full (at 1024 prefixes or 1024 series with `max_series` 1):
+// here for its prefixes (1,300 metrics of one point) and then for its series only (10 metrics of
+// 300 points), in the middle of a request and again in the next. Every point still resolves to
+// its own series, as decoded points do. Paused clock: see above.
+#[tokio::test(start_paused = true)]
+async fn scanned_points_keep_their_series_when_the_cache_starts_over() {
+    use prost::Message;
+    // Metric `m{i}` (one point) has the value i; point p of metric `n{j}` has 10000 + 1000 j + p.
+    let one_point = (0..1300)
+        .map(|i| {
+            gauge(
+                &format!("m{i}"),
+                vec![gauge_point(vec![kv("p", "0")], i as f64)],
+            )
+        })
+        .collect();
+    let many_points = (0..10)
+        .map(|j| {
+            let points = (0..300)
+                .map(|p| {
+                    let value = (10_000 + 1000 * j + p) as f64;
+                    gauge_point(vec![kv("p", &p.to_string())], value)
+                })
+                .collect();
+            gauge(&format!("n{j}"), points)
+        })
+        .collect();
+    let mut request = crate::otlp::test_support::metrics("a", one_point);
+    request
+        .resource_metrics
+        .extend(crate::otlp::test_support::metrics("b", many_points).resource_metrics);
+    let body = request.encode_to_vec();
+    let unlimited = SignalsConfig {
+        max_series: 10_000,
+        ..SignalsConfig::default()
+    };
+    for max_series in [1, 10_000] {
+        let config = SignalsConfig {
+            max_series,
+            ..SignalsConfig::default()
+        };
+        let decoded = derive_encoded(&body, false, config.clone());
+        assert_eq!(derive_encoded(&body, true, config), decoded);
+    }
+    let (batches, _) = derive_encoded(&body, true, unlimited);
+    for batch in &batches[..2] {
+        assert_eq!(batch.points.len(), 4_300);
+        for point in &batch.points {
+            let value = point.value as usize;
+            let (name, p) = if value < 10_000 {
+                (format!("m{value}"), 0)
+            } else {
+                (format!("n{}", (value - 10_000) / 1000), value % 1000)
+            };
+            assert_eq!(point.series.name, name);
+            assert_eq!(point.series.attributes, [("p".to_owned(), p.to_string())]);
+        }
+    }
+}
