@@ -493,7 +493,10 @@ impl Deriver {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        for part in split_batch(batch, self.settings.output_batch_max_points) {
+        // The next batch likely holds as many points: room for them saves growing step by step.
+        let max = self.settings.output_batch_max_points;
+        self.pending.points.reserve(batch.points.len().min(max));
+        for part in split_batch(batch, max) {
             if let Err(mpsc::error::SendError(lost)) = output.send(part).await {
                 if !self.output_closed {
                     self.output_closed = true;
