@@ -2,7 +2,8 @@
 //!
 //! The data is built outside the timed closures; throughput is reported in items. Metrics and
 //! traces go through `decode_request` as the receivers do, that is through their zero-copy scans;
-//! `traces_prost` decodes the same spans with prost, for comparison.
+//! `traces_prost` decodes the same spans with prost, for comparison. `metrics_staged` is a metrics
+//! request shaped like an ingest load: 10 gauges and sums of 10 points, 2 attributes per point.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -12,11 +13,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use pipewarden_collector::otlp::{Encoding, SignalKind, decode_request};
+use pipewarden_collector::otlp::{Encoding, OtlpRequest, SignalKind, decode_request};
 use prost::Message;
 
 const ITEMS: u64 = 100;
@@ -122,6 +124,66 @@ fn metrics() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// An ingest-shaped request: 10 metrics (gauges and cumulative sums, alternating) of 10 points
+/// each, every point with a string `pipeline.stage` and an int `partition` attribute.
+fn metrics_staged() -> Vec<u8> {
+    const METRICS: u64 = 10;
+    let metrics = (0..METRICS)
+        .map(|m| {
+            let data_points = (0..ITEMS / METRICS)
+                .map(|i| NumberDataPoint {
+                    attributes: vec![
+                        kv(
+                            "pipeline.stage",
+                            ["parse", "enrich", "route"][(i % 3) as usize],
+                        ),
+                        KeyValue {
+                            key: "partition".to_owned(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::IntValue(i as i64)),
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    start_time_unix_nano: 1_699_999_000_000_000_000,
+                    time_unix_nano: 1_700_000_000_000_000_000 + m * 1_000 + i,
+                    value: Some(if m % 2 == 0 {
+                        number_data_point::Value::AsDouble(i as f64 * 0.5)
+                    } else {
+                        number_data_point::Value::AsInt((m * 1_000 + i) as i64)
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            let data = if m % 2 == 0 {
+                metric::Data::Gauge(Gauge { data_points })
+            } else {
+                metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })
+            };
+            Metric {
+                name: format!("pipeline.records.m{m}"),
+                data: Some(data),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("otlp_protobuf_decode");
     group.throughput(Throughput::Elements(ITEMS));
@@ -136,6 +198,15 @@ fn bench_decode(c: &mut Criterion) {
             b.iter(|| decode_request(kind, Encoding::Protobuf, body.clone()))
         });
     }
+    let body = Bytes::from(metrics_staged());
+    // Measures the scan, not prost's fallback.
+    assert!(matches!(
+        decode_request(SignalKind::Metrics, Encoding::Protobuf, body.clone()),
+        Ok(OtlpRequest::MetricsRaw(_))
+    ));
+    group.bench_function(format!("metrics_staged/items={ITEMS}"), |b| {
+        b.iter(|| decode_request(SignalKind::Metrics, Encoding::Protobuf, body.clone()))
+    });
     let body = Bytes::from(traces());
     group.bench_function(format!("traces_prost/items={ITEMS}"), |b| {
         b.iter(|| ExportTraceServiceRequest::decode(body.clone()))

@@ -296,13 +296,17 @@ struct Scan<'a> {
 
 impl Scan<'_> {
     fn metric(&mut self, resource: usize, range: Range<usize>) -> Result<(), Malformed> {
+        if self.metrics.capacity() == 0 {
+            self.metrics
+                .reserve(estimate_count(self.body.len(), range.clone()));
+        }
         let index = self.metrics.len();
         self.metrics.push(RawMetric {
             resource,
             name: 0..0,
         });
-        let first_point = self.points.len();
         let mut data_fields = 0;
+        let (mut points, mut missing_value) = (0, 0);
         let mut fields = Fields::new(self.body, range);
         while let Some((tag, wire_type)) = fields.next_key()? {
             match tag {
@@ -312,15 +316,12 @@ impl Scan<'_> {
                 }
                 2 => fields.string(wire_type)?,
                 3 => fields.string(wire_type)?,
-                5 => {
+                5 | 7 => {
                     data_fields += 1;
                     let range = fields.message(wire_type)?;
-                    self.number_points(false, index, range)?;
-                }
-                7 => {
-                    data_fields += 1;
-                    let range = fields.message(wire_type)?;
-                    self.number_points(true, index, range)?;
+                    let (count, missing) = self.number_points(tag == 7, index, range)?;
+                    points += count;
+                    missing_value += missing;
                 }
                 9..=11 => {
                     // Histograms and summaries go through prost; only the framing is checked.
@@ -338,28 +339,35 @@ impl Scan<'_> {
             // prost would merge (same kind) or replace (other kind) the data.
             self.unsupported = true;
         }
-        let points = &self.points[first_point..];
         if self.metrics[index].name.is_empty() {
-            self.empty_name_points += points.len() as u64;
+            self.empty_name_points += points;
         } else {
-            self.missing_value_points += points.iter().filter(|p| p.value.is_none()).count() as u64;
+            self.missing_value_points += missing_value;
         }
         Ok(())
     }
 
-    /// Scans a `Gauge` or a `Sum` (both hold their points in field 1).
+    /// Scans a `Gauge` or a `Sum` (both hold their points in field 1); returns how many points it
+    /// has, and how many of them have no value.
     fn number_points(
         &mut self,
         is_sum: bool,
         metric: usize,
         range: Range<usize>,
-    ) -> Result<(), Malformed> {
+    ) -> Result<(u64, u64), Malformed> {
+        let (mut points, mut missing_value) = (0, 0);
         let mut fields = Fields::new(self.body, range);
         while let Some((tag, wire_type)) = fields.next_key()? {
             match tag {
                 1 => {
                     let range = fields.message(wire_type)?;
+                    if self.points.capacity() == 0 {
+                        self.points
+                            .reserve(estimate_count(self.body.len(), range.clone()));
+                    }
                     let point = number_data_point(self.body, metric, range)?;
+                    points += 1;
+                    missing_value += u64::from(point.value.is_none());
                     self.points.push(point);
                 }
                 // Sum.aggregation_temporality (enum) and Sum.is_monotonic (bool).
@@ -368,8 +376,18 @@ impl Scan<'_> {
                 _ => fields.skip(wire_type, tag)?,
             }
         }
-        Ok(())
+        Ok((points, missing_value))
     }
+}
+
+/// Estimates how many items like the first one (its content at `first`) the rest of a body of
+/// `body_len` bytes holds, to reserve their vector once instead of growing it item by item. Exact
+/// for a body of like items, an overestimate otherwise; counting an item as at least 24 bytes
+/// keeps the reservation within a few times the body's size whatever the items.
+fn estimate_count(body_len: usize, first: Range<usize>) -> usize {
+    // The content, its key and (usually) a one-byte length.
+    let item_len = (first.len() + 2).max(24);
+    body_len.saturating_sub(first.start) / item_len
 }
 
 fn number_data_point(
@@ -408,11 +426,11 @@ fn number_data_point(
             }
             5 => {
                 let range = fields.message(wire_type)?;
-                check_message::<Exemplar>(&body[range])?;
+                check_message::<Exemplar>(body.get(range).unwrap_or_default())?;
             }
             7 => {
                 let range = fields.message(wire_type)?;
-                check_key_value(body, range.clone(), 0)?;
+                check_attribute(body, range.clone())?;
                 if !has_attributes {
                     has_attributes = true;
                     point.attributes_start = field_start;
@@ -434,7 +452,62 @@ fn check_message<M: Message + Default>(bytes: &[u8]) -> Result<(), Malformed> {
 /// A checker of one encoded message inside a body.
 type CheckFn = fn(&[u8], Range<usize>, u32) -> Result<(), Malformed>;
 
+/// Checks an encoded attribute (a `KeyValue`, at nesting depth 0) without allocating.
+///
+/// The usual attribute is checked inline in one pass over its bytes ([`is_plain_attribute`]);
+/// any other is left to [`check_key_value`], which takes or refuses it as prost does.
+#[inline(always)]
+fn check_attribute(body: &[u8], range: Range<usize>) -> Result<(), Malformed> {
+    match body.get(range.clone()) {
+        Some(bytes) if is_plain_attribute(bytes) => Ok(()),
+        _ => check_key_value(body, range, 0),
+    }
+}
+
+/// Whether `bytes` are a valid `KeyValue` of the usual shape: its key, then its value holding
+/// nothing, a string, a bool, an int (of one or two bytes) or a double, each field once with a
+/// one-byte key and a one-byte length, and UTF-8 strings. Only such a message is taken; `false`
+/// says nothing about any other (valid or not), which [`check_key_value`] then checks.
+#[inline(always)]
+fn is_plain_attribute(bytes: &[u8]) -> bool {
+    // KeyValue.key (1, length-delimited).
+    let [0x0a, key_len, rest @ ..] = bytes else {
+        return false;
+    };
+    let Some((key, rest)) = rest.split_at_checked(usize::from(*key_len)) else {
+        return false;
+    };
+    // KeyValue.value (2, length-delimited), the last field.
+    let [0x12, value_len, value @ ..] = rest else {
+        return false;
+    };
+    if *key_len >= 0x80 || *value_len >= 0x80 || usize::from(*value_len) != value.len() {
+        return false;
+    }
+    let value_ok = match value {
+        [] => true,
+        // AnyValue.string_value (1, length-delimited).
+        [0x0a, len, string @ ..] => {
+            *len < 0x80 && usize::from(*len) == string.len() && is_utf8(string)
+        }
+        // AnyValue.bool_value (2) or int_value (3), varints.
+        [0x10 | 0x18, byte] => *byte < 0x80,
+        [0x10 | 0x18, low, high] => *low >= 0x80 && *high < 0x80,
+        // AnyValue.double_value (4, 64-bit).
+        [0x21, _, _, _, _, _, _, _, _] => true,
+        _ => false,
+    };
+    value_ok && is_utf8(key)
+}
+
+/// Whether `bytes` are UTF-8, ASCII checked inline.
+#[inline(always)]
+fn is_utf8(bytes: &[u8]) -> bool {
+    is_ascii(bytes) || std::str::from_utf8(bytes).is_ok()
+}
+
 /// Checks an encoded `KeyValue` without allocating.
+#[inline]
 fn check_key_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), Malformed> {
     let mut fields = Fields::new(body, range);
     while let Some((tag, wire_type)) = fields.next_key()? {
@@ -452,6 +525,9 @@ fn check_key_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), M
 }
 
 /// Checks an encoded `AnyValue` without allocating.
+///
+/// Inlined into its callers for the usual flat values; lists go through [`check_list`].
+#[inline]
 fn check_any_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), Malformed> {
     if depth > MAX_VALUE_DEPTH {
         return Err(Malformed);
@@ -464,23 +540,13 @@ fn check_any_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), M
             4 => {
                 fields.fixed64(wire_type)?;
             }
-            5 | 6 => {
-                // ArrayValue.values (AnyValue) or KeyValueList.values (KeyValue), both field 1.
+            5 => {
                 let list = fields.message(wire_type)?;
-                let check: CheckFn = if tag == 5 {
-                    check_any_value
-                } else {
-                    check_key_value
-                };
-                let mut items = Fields::new(body, list);
-                while let Some((tag, wire_type)) = items.next_key()? {
-                    if tag == 1 {
-                        let item = items.message(wire_type)?;
-                        check(body, item, depth + 2)?;
-                    } else {
-                        items.skip(wire_type, tag)?;
-                    }
-                }
+                check_list(body, list, depth, check_any_value)?;
+            }
+            6 => {
+                let list = fields.message(wire_type)?;
+                check_list(body, list, depth, check_key_value)?;
             }
             7 => {
                 fields.message(wire_type)?;
@@ -491,25 +557,49 @@ fn check_any_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), M
     Ok(())
 }
 
+/// Checks an `ArrayValue` (of `AnyValue`) or a `KeyValueList` (of `KeyValue`), both holding
+/// their items in field 1, found in an `AnyValue` at `depth`.
+#[inline(never)]
+fn check_list(
+    body: &[u8],
+    list: Range<usize>,
+    depth: u32,
+    check: CheckFn,
+) -> Result<(), Malformed> {
+    let mut items = Fields::new(body, list);
+    while let Some((tag, wire_type)) = items.next_key()? {
+        if tag == 1 {
+            let item = items.message(wire_type)?;
+            check(body, item, depth + 2)?;
+        } else {
+            items.skip(wire_type, tag)?;
+        }
+    }
+    Ok(())
+}
+
 /// A cursor over the fields of one encoded message inside `body`.
+///
+/// `buf` is the body cut at the end of the message, so one bounds check of `buf` is also the
+/// check against the message's end; positions (`pos`, the ranges handed out) are in the body.
 struct Fields<'a> {
-    body: &'a [u8],
+    buf: &'a [u8],
     pos: usize,
-    end: usize,
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn new(body: &'a [u8], range: Range<usize>) -> Self {
         let end = range.end.min(body.len());
         Self {
-            body,
+            buf: body.get(..end).unwrap_or_default(),
             pos: range.start.min(end),
-            end,
         }
     }
 
+    #[inline(always)]
     fn rest(&self) -> &'a [u8] {
-        &self.body[self.pos..self.end]
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     /// Runs a prost decoding function on the rest and advances past what it read.
@@ -524,13 +614,17 @@ impl<'a> Fields<'a> {
         Ok(value)
     }
 
-    /// Reads a varint: one-byte values inline, longer ones with prost's decoder.
+    /// Reads a varint: one- and two-byte values inline, longer ones with prost's decoder.
     #[inline(always)]
     fn read_varint(&mut self) -> Result<u64, Malformed> {
-        match self.body.get(self.pos) {
-            Some(&byte) if self.pos < self.end && byte < 0x80 => {
+        match *self.rest() {
+            [byte, ..] if byte < 0x80 => {
                 self.pos += 1;
                 Ok(u64::from(byte))
+            }
+            [low, high, ..] if high < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(low & 0x7f) | u64::from(high) << 7)
             }
             _ => self.read(decode_varint),
         }
@@ -539,10 +633,8 @@ impl<'a> Fields<'a> {
     /// Returns the next field key, `None` at the end of the message.
     #[inline(always)]
     fn next_key(&mut self) -> Result<Option<(u32, WireType)>, Malformed> {
-        if self.pos >= self.end {
-            return Ok(None);
-        }
-        match self.body.get(self.pos) {
+        match self.rest().first() {
+            None => Ok(None),
             // A one-byte key, as prost's `decode_key` checks it: tag >= 1, a known wire type.
             Some(&byte) if (8..0x80).contains(&byte) => {
                 let wire_type = match byte & 0x07 {
@@ -557,7 +649,7 @@ impl<'a> Fields<'a> {
                 self.pos += 1;
                 Ok(Some((u32::from(byte >> 3), wire_type)))
             }
-            _ => self.read(decode_key).map(Some),
+            Some(_) => self.read(decode_key).map(Some),
         }
     }
 
@@ -565,71 +657,101 @@ impl<'a> Fields<'a> {
         self.read(|buf| skip_field(wire_type, tag, buf, DecodeContext::default()))
     }
 
+    #[inline]
     fn varint(&mut self, wire_type: WireType) -> Result<(), Malformed> {
         self.varint_value(wire_type).map(drop)
     }
 
+    #[inline]
     fn varint_value(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
         expect(WireType::Varint, wire_type)?;
         self.read_varint()
     }
 
+    #[inline]
     fn fixed64(&mut self, wire_type: WireType) -> Result<u64, Malformed> {
         expect(WireType::SixtyFourBit, wire_type)?;
-        let bytes: [u8; 8] = self
-            .rest()
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Malformed)?;
+        let bytes = *self.rest().first_chunk::<8>().ok_or(Malformed)?;
         self.pos += 8;
         Ok(u64::from_le_bytes(bytes))
     }
 
+    #[inline]
     fn fixed32(&mut self, wire_type: WireType) -> Result<u32, Malformed> {
         expect(WireType::ThirtyTwoBit, wire_type)?;
-        let bytes: [u8; 4] = self
-            .rest()
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Malformed)?;
+        let bytes = *self.rest().first_chunk::<4>().ok_or(Malformed)?;
         self.pos += 4;
         Ok(u32::from_le_bytes(bytes))
+    }
+
+    /// Reads a length-delimited field and returns where its content is, and the content.
+    #[inline(always)]
+    fn content(&mut self) -> Result<(Range<usize>, &'a [u8]), Malformed> {
+        let len = self.read_varint()?;
+        let content = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.rest().get(..len))
+            .ok_or(Malformed)?;
+        let start = self.pos;
+        self.pos += content.len();
+        Ok((start..self.pos, content))
     }
 
     /// Reads a length-delimited field and returns where its content is.
     #[inline]
     fn length_delimited(&mut self) -> Result<Range<usize>, Malformed> {
-        let len = self.read_varint()?;
-        let available = (self.end - self.pos) as u64;
-        if len > available {
-            return Err(Malformed);
-        }
-        let start = self.pos;
-        // `len <= available`, a usize.
-        self.pos += len as usize;
-        Ok(start..self.pos)
+        self.content().map(|(range, _)| range)
     }
 
+    #[inline]
     fn message(&mut self, wire_type: WireType) -> Result<Range<usize>, Malformed> {
         expect(WireType::LengthDelimited, wire_type)?;
         self.length_delimited()
     }
 
+    #[inline]
     fn string_range(&mut self, wire_type: WireType) -> Result<Range<usize>, Malformed> {
-        let range = self.message(wire_type)?;
-        let bytes = &self.body[range.clone()];
-        // ASCII (the usual case) is checked inline.
-        if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
-            return Err(Malformed);
+        expect(WireType::LengthDelimited, wire_type)?;
+        let (range, bytes) = self.content()?;
+        if is_utf8(bytes) {
+            Ok(range)
+        } else {
+            Err(Malformed)
         }
-        Ok(range)
     }
 
+    #[inline]
     fn string(&mut self, wire_type: WireType) -> Result<(), Malformed> {
         self.string_range(wire_type).map(drop)
     }
 }
 
+/// Whether `bytes` are all ASCII. Short strings (attribute keys and values, names) are checked
+/// with two overlapping word loads instead of the byte loop `<[u8]>::is_ascii` runs below 8
+/// bytes.
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    const HIGH_64: u64 = 0x8080_8080_8080_8080;
+    const HIGH_32: u32 = 0x8080_8080;
+    match bytes.len() {
+        0..4 => bytes.iter().all(|&b| b < 0x80),
+        4..8 => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            (Some(&first), Some(&last)) => {
+                (u32::from_ne_bytes(first) | u32::from_ne_bytes(last)) & HIGH_32 == 0
+            }
+            _ => false,
+        },
+        8..=16 => match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+            (Some(&first), Some(&last)) => {
+                (u64::from_ne_bytes(first) | u64::from_ne_bytes(last)) & HIGH_64 == 0
+            }
+            _ => false,
+        },
+        _ => bytes.is_ascii(),
+    }
+}
+
+#[inline(always)]
 fn expect(expected: WireType, actual: WireType) -> Result<(), Malformed> {
     if expected == actual {
         Ok(())

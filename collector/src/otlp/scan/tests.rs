@@ -265,3 +265,96 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn short_strings_are_ascii_exactly_when_std_says_so() {
+    for len in 0..40 {
+        let ascii = vec![b'a'; len];
+        assert!(is_ascii(&ascii));
+        for at in 0..len {
+            let mut bytes = ascii.clone();
+            bytes[at] = 0x80 | (at as u8);
+            assert_eq!(is_ascii(&bytes), bytes.is_ascii(), "{bytes:?}");
+        }
+    }
+}
+
+/// Encoded attributes of the usual shapes (the fast path's) and near them, and every one-byte
+/// change and every cut of them: checked in one pass or by the general walk, they are taken or
+/// refused alike, and prost takes every one taken.
+#[test]
+fn plain_attributes_are_checked_like_any_other() {
+    let long = "k".repeat(130);
+    let mut values = vec![
+        None,
+        Some(any_value::Value::BoolValue(true)),
+        Some(any_value::Value::BytesValue(vec![0xff, 0])),
+        Some(any_value::Value::DoubleValue(-0.5)),
+    ];
+    for int in [0, 1, 127, 128, 300, 16_383, 16_384, -1, i64::MAX] {
+        values.push(Some(any_value::Value::IntValue(int)));
+    }
+    for string in ["", "x", "enrich", "déjà", "pipeline.stage", long.as_str()] {
+        values.push(Some(any_value::Value::StringValue(string.to_owned())));
+    }
+    let mut bodies = Vec::new();
+    for key in ["", "partition", "pipeline.stage", "ключ", long.as_str()] {
+        for value in &values {
+            let mut kv = kv(key, "");
+            kv.value = Some(AnyValue {
+                value: value.clone(),
+            });
+            bodies.push(kv.encode_to_vec());
+        }
+    }
+    let mut cases = Vec::new();
+    for body in &bodies {
+        cases.push(body.clone());
+        for cut in 0..body.len() {
+            cases.push(body[..cut].to_vec());
+        }
+        for at in 0..body.len() {
+            for byte in [
+                0x00, 0x01, 0x08, 0x0a, 0x10, 0x12, 0x18, 0x21, 0x7f, 0x80, 0xc3, 0xff,
+            ] {
+                let mut changed = body.clone();
+                changed[at] = byte;
+                cases.push(changed);
+            }
+        }
+    }
+    for case in &cases {
+        let fast = check_attribute(case, 0..case.len());
+        assert_eq!(fast, check_key_value(case, 0..case.len(), 0), "{case:?}");
+        if fast.is_ok() {
+            assert!(KeyValue::decode(case.as_slice()).is_ok(), "{case:?}");
+        }
+        if is_plain_attribute(case) {
+            assert!(KeyValue::decode(case.as_slice()).is_ok(), "{case:?}");
+        }
+    }
+    // The usual shapes do take the fast path.
+    assert!(is_plain_attribute(
+        &kv("pipeline.stage", "enrich").encode_to_vec()
+    ));
+}
+
+/// Long requests (two-byte lengths and varints) and a vector reserved from the first point.
+#[test]
+fn large_requests_are_scanned_like_prost_decodes_them() {
+    let points = (0..300)
+        .map(|i| {
+            let mut point = gauge_point(vec![kv("pipeline.stage", &"s".repeat(i % 200))], 0.5);
+            if i % 3 == 0 {
+                point.value = Some(number_data_point::Value::AsInt(i as i64));
+            }
+            point
+        })
+        .collect();
+    let request = metrics("svc", vec![gauge("g", points), gauge("h", vec![])]);
+    let raw = scan_metrics(Bytes::from(request.encode_to_vec()))
+        .unwrap()
+        .unwrap();
+    assert!(same(&flatten_scanned(&raw), &flatten_decoded(&request)));
+    assert_eq!(raw.point_count(), 300);
+}
