@@ -276,7 +276,7 @@ fn check_with_attributes<M: Message + Default>(
     while let Some((tag, wire_type)) = fields.next_key()? {
         if tag == attributes_tag {
             let range = fields.message(wire_type)?;
-            check_key_value(body, range, 0)?;
+            check_attribute(body, range)?;
         } else {
             fields.skip(wire_type, tag)?;
         }
@@ -330,7 +330,7 @@ impl Scan<'_> {
                 }
                 12 => {
                     let range = fields.message(wire_type)?;
-                    check_key_value(self.body, range, 0)?;
+                    check_attribute(self.body, range)?;
                 }
                 _ => fields.skip(wire_type, tag)?,
             }

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::attributes::{RawValue, any_value, find_attribute, key_value};
-use super::{Fields, Malformed, check_any_value, check_key_value, decode_resource, walk_request};
+use super::{Fields, Malformed, check_any_value, check_attribute, decode_resource, walk_request};
 
 /// Field number of `LogRecord.attributes`.
 const ATTRIBUTES_TAG: u32 = 6;
@@ -253,7 +253,7 @@ impl Scan<'_> {
                 }
                 ATTRIBUTES_TAG => {
                     let range = fields.message(wire_type)?;
-                    check_key_value(self.body, range.clone(), 0)?;
+                    check_attribute(self.body, range.clone())?;
                     if !has_attributes {
                         has_attributes = true;
                         record.attributes.start = field_start;

@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::WireType;
 
 use super::attributes::{RawValue, find_attribute};
-use super::{Fields, Malformed, check_key_value, decode_resource, walk_request};
+use super::{Fields, Malformed, check_attribute, decode_resource, walk_request};
 
 /// Field number of `Span.attributes`.
 const SPAN_ATTRIBUTES_TAG: u32 = 9;
@@ -223,7 +223,7 @@ impl Scan<'_> {
                 8 => span.end_time_unix_nano = fields.fixed64(wire_type)?,
                 9 => {
                     let range = fields.message(wire_type)?;
-                    check_key_value(body, range.clone(), 0)?;
+                    check_attribute(body, range.clone())?;
                     if !has_attributes {
                         has_attributes = true;
                         span.attributes.start = field_start;
@@ -293,7 +293,7 @@ fn check_event(body: &[u8], range: Range<usize>) -> Result<(), Malformed> {
             2 => fields.string(wire_type)?,
             3 => {
                 let range = fields.message(wire_type)?;
-                check_key_value(body, range, 0)?;
+                check_attribute(body, range)?;
             }
             4 => fields.varint(wire_type)?,
             _ => fields.skip(wire_type, tag)?,
@@ -313,7 +313,7 @@ fn check_link(body: &[u8], range: Range<usize>) -> Result<(), Malformed> {
             3 => fields.string(wire_type)?,
             4 => {
                 let range = fields.message(wire_type)?;
-                check_key_value(body, range, 0)?;
+                check_attribute(body, range)?;
             }
             5 => fields.varint(wire_type)?,
             6 => fields.fixed32(wire_type).map(drop)?,
