@@ -70,13 +70,15 @@ impl SeriesHandles {
     pub fn observe(&mut self, bank: &mut SeriesBank, point: &SeriesPoint) -> ScoredPoint {
         let series = &point.series;
         let (timestamp_ms, value) = (point.timestamp_ms, point.value);
-        if !SharedSeriesMap::<SeriesId>::is_shared(series) {
-            return bank.observe(&series.key, timestamp_ms, value);
-        }
+        // A hit reads nothing of the series itself (only its address), so its memory stays
+        // cold; whether it is shared matters only for taking a handle.
         if let Some(id) = self.ids.get(series)
             && let Some(scored) = bank.observe_id(id, timestamp_ms, value)
         {
             return scored;
+        }
+        if !SharedSeriesMap::<SeriesId>::is_shared(series) {
+            return bank.observe(&series.key, timestamp_ms, value);
         }
         let id = bank.handle(&series.key);
         self.ids.insert(series, id);
