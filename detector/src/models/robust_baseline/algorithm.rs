@@ -46,14 +46,15 @@ const MIN_POINTS_PER_SEASON: f64 = 24.0;
 /// # Ok::<(), pipewarden_detector::RobustBaselineParamsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+// Laid out in declaration order: the scalars every point reads or writes first, then the
+// records, window, season and context, and the tail histogram (whose bins a point touches only
+// when it lands in the tail) last, so a point of a cold model (one series among many) touches
+// as few cache lines as it can (the compiler's order scattered them over the whole struct).
+#[repr(C)]
 pub struct RobustBaseline {
     /// Shared by every model of a series bank: read at each point, so one hot copy beats a
     /// cold one per series.
     params: Arc<RobustBaselineValidParams>,
-    /// Recent deseasonalised values.
-    window: RobustWindow,
-    /// EWMA of the (clipped) deseasonalised values; `None` before the first value.
-    ewma_level: Option<f64>,
     /// Finite values absorbed since creation or the last reset.
     absorbed: u64,
     /// Values absorbed since the window was last emptied (warm-up counts these).
@@ -61,12 +62,8 @@ pub struct RobustBaseline {
     last_timestamp_ms: Option<i64>,
     /// Typical spacing of the points (EWMA of positive timestamp steps), 0 until known.
     interval_ms: f64,
-    season: Option<Season>,
-    /// Time-of-day context (`None` when disabled or before the sampling allows it).
-    context: Option<PhaseContext>,
-    tail: TailHistogram,
-    /// High and low records of the deseasonalised values (`None` when disabled or empty).
-    records: Option<RecordEnvelope>,
+    /// EWMA of the (clipped) deseasonalised values; `None` before the first value.
+    ewma_level: Option<f64>,
     /// Long-term mean of the window spread.
     long_spread: f64,
     /// Per-point decay of the tail histogram and of the records.
@@ -75,11 +72,7 @@ pub struct RobustBaseline {
     /// The last finite value, how many times in a row it came, and the longest recent run
     /// (decaying like the records).
     last_value: Option<f64>,
-    run: u32,
     longest_run: f64,
-    /// Whether the value of the current run was frequent in the window when it first repeated
-    /// (`None` before it repeats: most values never do, and this is not worth a lookup).
-    run_value_usual: Option<bool>,
     /// Consecutive strong deviations on one side (sign carried), towards a level shift.
     shift_run: i64,
     /// Short-term EWMA of the calibrated |z| (clipped), and the long-term mean and variance of
@@ -87,6 +80,25 @@ pub struct RobustBaseline {
     short_abs_z: f64,
     sequence_mean: f64,
     sequence_var: f64,
+    run: u32,
+    /// Whether the value of the current run was frequent in the window when it first repeated
+    /// (`None` before it repeats: most values never do, and this is not worth a lookup).
+    run_value_usual: Option<bool>,
+    /// High and low records of the deseasonalised values (`None` when disabled or empty).
+    records: Option<RecordEnvelope>,
+    /// Recent deseasonalised values.
+    window: RobustWindow,
+    season: Option<Season>,
+    /// Time-of-day context (`None` when disabled or before the sampling allows it).
+    context: Option<PhaseContext>,
+    tail: TailHistogram,
+}
+
+/// The signed z-scores of a scored value: raw, and divided by the tail inflation of its side.
+#[derive(Debug, Clone, Copy)]
+struct SignedZ {
+    raw_z: f64,
+    calibrated_z: f64,
 }
 
 /// What the model expects of the next value.
@@ -260,11 +272,11 @@ impl RobustBaseline {
             return;
         }
         let expectation = self.expectation(timestamp_ms);
-        let raw_z = match expectation {
+        let z = match expectation {
             Some(expectation) if self.is_warm() => Some(self.deviation_with(value, &expectation).1),
             _ => None,
         };
-        self.absorb(timestamp_ms, value, expectation, raw_z);
+        self.absorb(timestamp_ms, value, expectation, z);
     }
 
     fn expectation(&self, timestamp_ms: i64) -> Option<Expectation> {
@@ -294,8 +306,9 @@ impl RobustBaseline {
         self.season.as_ref().map(|season| season.bin(timestamp_ms))
     }
 
-    /// Returns the calibrated deviation of `value` and its raw (uncalibrated, signed) z-score.
-    fn deviation_with(&self, value: f64, expectation: &Expectation) -> (Deviation, f64) {
+    /// Returns the calibrated deviation of `value` and its signed z-scores, raw and calibrated
+    /// (divided by the tail inflation of its side; `absorb` learns from both).
+    fn deviation_with(&self, value: f64, expectation: &Expectation) -> (Deviation, SignedZ) {
         let deseasonalised = value - expectation.offset;
         let level = match self.ewma_level {
             Some(level)
@@ -309,7 +322,9 @@ impl RobustBaseline {
         let departure = deseasonalised - level;
         let raw_z = departure / expectation.scale;
         let inflation = self.tail_inflation(raw_z);
-        let mut z = raw_z.abs() / inflation;
+        let calibrated_z = raw_z / inflation;
+        // |raw_z| / inflation to the bit: the inflation is positive and rounding is symmetric.
+        let mut z = calibrated_z.abs();
         // Before the records (which still lift a value beyond the recent range): capping after
         // them cost most of the NAB detections.
         if self.params.recurrence_min_count > 0.0 && z > Z_FLOOR {
@@ -335,7 +350,7 @@ impl RobustBaseline {
         }
         z = z.max(self.stuck_z(value, deseasonalised));
         if self.params.sequence_weight > 0.0 {
-            z = z.max(self.params.sequence_weight * self.sequence_z(raw_z / inflation));
+            z = z.max(self.params.sequence_weight * self.sequence_z(calibrated_z));
         }
         let deviation = Deviation {
             actual: value,
@@ -343,7 +358,13 @@ impl RobustBaseline {
             scale: expectation.scale * inflation,
             z,
         };
-        (deviation, raw_z)
+        (
+            deviation,
+            SignedZ {
+                raw_z,
+                calibrated_z,
+            },
+        )
     }
 
     fn absorb(
@@ -351,7 +372,7 @@ impl RobustBaseline {
         timestamp_ms: i64,
         value: f64,
         expectation: Option<Expectation>,
-        raw_z: Option<f64>,
+        z: Option<SignedZ>,
     ) {
         if let Some(previous) = self.last_timestamp_ms {
             let step = timestamp_ms.saturating_sub(previous) as f64;
@@ -386,9 +407,14 @@ impl RobustBaseline {
             self.run_value_usual = None;
         }
 
+        // The weight of a point in the long-term means (spread and sequence reference).
+        let long_weight = running_weight(1.0 - self.tail_keep, self.since_window_reset);
         let mut shift_confirmed = false;
-        if let Some(raw_z) = raw_z {
-            let calibrated_z = raw_z / self.tail_inflation(raw_z);
+        if let Some(SignedZ {
+            raw_z,
+            calibrated_z,
+        }) = z
+        {
             if self.params.tail_quantile > 0.0 {
                 self.tail
                     .learn(raw_z, self.tail_keep, self.params.tail_quantile);
@@ -398,19 +424,18 @@ impl RobustBaseline {
                 context.learn_in_bin(bin, calibrated_z, Z_FLOOR);
             }
             if self.params.sequence_weight > 0.0 {
-                self.learn_sequence(calibrated_z);
+                self.learn_sequence(calibrated_z, long_weight);
             }
         }
         if let Some(expectation) = expectation {
-            let weight = running_weight(1.0 - self.tail_keep, self.since_window_reset);
-            self.long_spread += weight * (expectation.stats.spread - self.long_spread);
+            self.long_spread += long_weight * (expectation.stats.spread - self.long_spread);
         }
 
         self.ewma_level = Some(match (self.ewma_level, expectation) {
             (None, _) => deseasonalised,
             (Some(level), expectation) => {
                 let target = match expectation {
-                    Some(expectation) if raw_z.is_some() => {
+                    Some(expectation) if z.is_some() => {
                         let reach = self.params.clip_z * expectation.scale;
                         let median = expectation.stats.median;
                         deseasonalised.clamp(median - reach, median + reach)
@@ -491,11 +516,11 @@ impl RobustBaseline {
         ((short - self.sequence_mean) / self.sequence_var.sqrt()).max(0.0)
     }
 
-    /// Absorbs a point of calibrated z into the short-term mean and its long-term reference.
-    fn learn_sequence(&mut self, calibrated_z: f64) {
+    /// Absorbs a point of calibrated z into the short-term mean and its long-term reference
+    /// (`weight`: the point's weight in the long-term means).
+    fn learn_sequence(&mut self, calibrated_z: f64, weight: f64) {
         let short = self.next_short_abs_z(calibrated_z);
         self.short_abs_z = short;
-        let weight = running_weight(1.0 - self.tail_keep, self.since_window_reset);
         let delta = short - self.sequence_mean;
         self.sequence_mean += weight * delta;
         self.sequence_var = (1.0 - weight) * (self.sequence_var + weight * delta * delta);

@@ -49,6 +49,9 @@ impl SeasonBin {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Season {
     period_ms: i64,
+    /// Start of the period of the last learnt timestamp (a multiple of `period_ms`): the phase
+    /// of a timestamp in that period is a subtraction, where `rem_euclid` divides.
+    period_start_ms: i64,
     bins_per_ms: f64,
     /// Rate of the slow level per millisecond of sampling interval (precomputed: divisions are
     /// slow on the per-point path).
@@ -72,6 +75,7 @@ impl Season {
     pub(crate) fn new(period_ms: i64, bins: usize) -> Self {
         Season {
             period_ms,
+            period_start_ms: 0,
             bins_per_ms: bins as f64 / period_ms as f64,
             slow_rate_per_ms: 1.0 / (SLOW_LEVEL_PERIOD_FRACTION * period_ms as f64),
             profile: vec![SeasonBin::default(); bins],
@@ -96,8 +100,18 @@ impl Season {
 
     /// Returns the phase bin of `timestamp_ms`.
     pub(crate) fn bin(&self, timestamp_ms: i64) -> usize {
-        let phase = timestamp_ms.rem_euclid(self.period_ms) as f64;
+        let phase = self.phase(timestamp_ms) as f64;
         ((phase * self.bins_per_ms) as usize).min(self.profile.len() - 1)
+    }
+
+    /// Returns `timestamp_ms.rem_euclid(period_ms)`, without dividing when the timestamp lies
+    /// in the period of the last learnt one (the period start is a multiple of the period, so
+    /// the difference is that remainder).
+    fn phase(&self, timestamp_ms: i64) -> i64 {
+        match timestamp_ms.checked_sub(self.period_start_ms) {
+            Some(phase) if (0..self.period_ms).contains(&phase) => phase,
+            _ => timestamp_ms.rem_euclid(self.period_ms),
+        }
     }
 
     /// Returns the offset to subtract from a value in phase bin `bin`: the learnt offset while
@@ -132,6 +146,10 @@ impl Season {
         alpha: f64,
     ) -> bool {
         let first = *self.first_timestamp_ms.get_or_insert(timestamp_ms);
+        let phase = self.phase(timestamp_ms);
+        if let Some(start) = timestamp_ms.checked_sub(phase) {
+            self.period_start_ms = start;
+        }
         let entry = self.profile[bin];
         let known = entry.updates > 0;
         let offset = if known {
@@ -217,6 +235,45 @@ mod tests {
     use super::*;
 
     const HOUR_MS: i64 = 3_600_000;
+
+    #[test]
+    fn the_phase_is_the_euclidean_remainder_whatever_the_last_learnt_period() {
+        // Timestamps within a period, across periods, backwards, negative and at the extremes
+        // of i64: the remembered period start only spares the division.
+        let period = 24 * HOUR_MS;
+        let mut season = Season::new(period, 288);
+        let timestamps = [
+            0,
+            1,
+            period - 1,
+            period,
+            5 * period + 17,
+            5 * period + 17,
+            3 * period - 2,
+            -1,
+            -period,
+            -7 * period + 5,
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            i64::MAX - period,
+            12 * HOUR_MS,
+        ];
+        for (i, &learnt) in timestamps.iter().enumerate() {
+            season.learn(season.bin(learnt), learnt, i as f64, 300_000.0, 0.1);
+            for &timestamp_ms in &timestamps {
+                assert_eq!(
+                    season.phase(timestamp_ms),
+                    timestamp_ms.rem_euclid(period),
+                    "{timestamp_ms} after {learnt}"
+                );
+                let expected = ((timestamp_ms.rem_euclid(period) as f64 * season.bins_per_ms)
+                    as usize)
+                    .min(287);
+                assert_eq!(season.bin(timestamp_ms), expected);
+            }
+        }
+    }
 
     #[test]
     fn a_daily_square_wave_switches_the_profile_on() {

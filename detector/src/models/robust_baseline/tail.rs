@@ -24,17 +24,20 @@ const FIRST_EDGE: f64 = 2.0;
 const DECAY_EVERY: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq)]
+// Laid out in declaration order: the fields every point reads or writes first, the bins
+// (touched by a point in the tail and every `DECAY_EVERY` points) after them.
+#[repr(C)]
 pub(crate) struct TailHistogram {
-    up: [f32; BINS],
-    down: [f32; BINS],
-    /// Decayed count of every point (both sides and the centre).
-    total: f64,
-    /// Points since the decay was last applied, and the weight of a new point meanwhile.
-    pending: u32,
-    weight: f64,
     /// Factors of each side, as of the last change of its bins.
     inflation_up: f64,
     inflation_down: f64,
+    /// Decayed count of every point (both sides and the centre).
+    total: f64,
+    /// Points since the decay was last applied, and the weight of a new point meanwhile.
+    weight: f64,
+    pending: u32,
+    up: [f32; BINS],
+    down: [f32; BINS],
 }
 
 /// Returns the bin of |z| >= FIRST_EDGE.
