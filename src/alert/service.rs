@@ -142,6 +142,11 @@ impl InputFilter {
         f
     }
 
+    /// Whether some rule reads series points at all.
+    fn wants_points(&self) -> bool {
+        self.all_points || !self.names.is_empty() || !self.keys.is_empty()
+    }
+
     fn wants_point(&self, key: &str, name: &str) -> bool {
         self.all_points || self.names.contains(name) || self.keys.contains(key)
     }
@@ -206,7 +211,13 @@ impl AlertInput {
     /// exists. Anomalies are not repeated: the points carry their scores.
     pub fn events_from_store_batch(&self, batch: &StoreBatch) -> Vec<AlertEvent> {
         let mut events = Vec::new();
-        for (i, point) in batch.signals.points.iter().enumerate() {
+        // Without a rule on points, their series are not even looked at.
+        let points = if self.filter.wants_points() {
+            batch.signals.points.as_slice()
+        } else {
+            &[]
+        };
+        for (i, point) in points.iter().enumerate() {
             if self
                 .filter
                 .wants_point(&point.series.key, &point.series.name)
@@ -773,5 +784,66 @@ impl LoopState {
                 warn!(error = %err, "alert state write task failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc as StdArc;
+
+    use pipewarden_collector::{Series, SeriesPoint};
+
+    use super::*;
+    use crate::alert::AlertConfig;
+
+    fn input(rules: &str) -> (AlertInput, mpsc::Receiver<Vec<AlertEvent>>) {
+        let config = toml::from_str::<AlertConfig>(rules)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let input = AlertInput {
+            tx,
+            filter: Arc::new(InputFilter::new(&config)),
+            telemetry: AlertTelemetry::default(),
+        };
+        (input, rx)
+    }
+
+    fn batch() -> StoreBatch {
+        let point = |name: &str| SeriesPoint {
+            series: StdArc::new(Series::new("svc", name, Vec::new())),
+            timestamp_ms: 1,
+            value: 1.0,
+        };
+        let mut batch = StoreBatch::default();
+        batch.signals.points = vec![point("span.error_ratio"), point("queue.depth")];
+        batch.scores = vec![0.0, 0.0];
+        batch
+    }
+
+    #[test]
+    fn only_points_some_rule_reads_are_sent() {
+        let (none, _rx) = input("");
+        assert!(none.events_from_store_batch(&batch()).is_empty());
+        let (by_name, _rx) = input(
+            r#"
+            [[rules]]
+            kind = "threshold"
+            name = "HighErrorRatio"
+            signal = "span.error_ratio"
+            op = ">"
+            value = 0.05
+            "#,
+        );
+        let events = by_name.events_from_store_batch(&batch());
+        let names: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                AlertEvent::Point(p) => Some(p.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["span.error_ratio"]);
     }
 }
