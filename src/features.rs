@@ -427,6 +427,22 @@ mod tests {
             assert_eq!(handles.len(), 2, "max_series {max_series}");
             assert_eq!(bank.evictions(), by_key.evictions());
             assert_eq!(by_key.evictions() > 0, max_series == 3);
+
+            // Batch by batch (handles taken within a batch, handles gone stale between
+            // batches): the same scores.
+            let mut bank = small_bank(max_series);
+            let mut handles = SeriesHandles::new(100);
+            let mut scores = Vec::new();
+            for chunk in points.chunks(37) {
+                let batch = SignalBatch {
+                    points: chunk.to_vec(),
+                    ..SignalBatch::default()
+                };
+                scores.extend(score_batch(&mut bank, &mut handles, batch).scores);
+            }
+            let expected_scores: Vec<f64> = expected.iter().map(|p| p.score).collect();
+            assert_eq!(scores, expected_scores, "max_series {max_series}");
+            assert_eq!(bank.evictions(), by_key.evictions());
         }
     }
 
