@@ -553,14 +553,11 @@ impl Deriver {
     /// decoded one (same stages, counts, job runs and drops). Spans screened out at the intake
     /// (invalid trace or span id) are skipped.
     fn derive_raw_traces(&mut self, request: &RawTraces) {
-        let contexts: Vec<ResourceContext> = (0..request.resource_count())
-            .map(|i| {
-                ResourceContext::new(
-                    &self.settings.stage_attributes,
-                    request.resource(i).as_ref(),
-                )
-            })
-            .collect();
+        let contexts = ResourceContext::all(
+            &self.settings.stage_attributes,
+            request.resource_count(),
+            |i| request.resource(i),
+        );
         for view in request.spans() {
             if let Some(context) = contexts.get(view.resource) {
                 self.derive_raw_span(context, &view);
@@ -949,7 +946,7 @@ impl Deriver {
     }
 
     /// Derives the records of a scanned request: each is counted from its raw bytes (stage and
-    /// severity), and only a record passed on whole is decoded.
+    /// severity), and only a record passed on whole is read further.
     fn derive_raw_logs(&mut self, request: &RawLogs, now_ms: i64) {
         let contexts = ResourceContext::all(
             &self.settings.stage_attributes,
@@ -995,13 +992,6 @@ impl Deriver {
     /// Passes a scanned record of the stage in `self.stage` on whole, from its `parts` read in
     /// place: the record [`Deriver::pass_log`] makes of the decoded record.
     fn pass_raw_log(&mut self, view: &RecordView<'_>, parts: RecordParts<'_>, now_ms: i64) {
-        let timestamp_ms =
-            log_timestamp_ms(parts.time_unix_nano, parts.observed_time_unix_nano, now_ms);
-        let severity_text = if view.severity_text.is_empty() {
-            SEVERITIES[severity_class(view.severity_number, "")].to_owned()
-        } else {
-            view.severity_text.to_owned()
-        };
         let body = match parts.body {
             None => String::new(),
             Some(RawValue::Str(text)) => text.to_owned(),
@@ -1019,51 +1009,76 @@ impl Deriver {
                 (key.to_owned(), value)
             })
             .collect();
-        self.pending.logs.push(LogRecord {
-            stage: self.stage.clone(),
-            timestamp_ms,
+        self.push_log(PassedLog {
+            time_unix_nano: parts.time_unix_nano,
+            observed_time_unix_nano: parts.observed_time_unix_nano,
             severity_number: view.severity_number,
-            severity_text,
+            severity_text: view.severity_text.to_owned(),
             body,
             attributes: serde_json::Value::Object(attributes),
-            trace_id: hex(parts.trace_id),
-            span_id: hex(parts.span_id),
+            trace_id: parts.trace_id,
+            span_id: parts.span_id,
+            now_ms,
         });
     }
 
     /// Passes a record of the stage in `self.stage` on whole.
     fn pass_log(&mut self, record: OtlpLogRecord, now_ms: i64) {
-        let OtlpLogRecord {
-            time_unix_nano,
-            observed_time_unix_nano,
-            severity_number,
-            severity_text,
-            body,
-            attributes,
-            trace_id,
-            span_id,
-            ..
-        } = record;
-        let timestamp_ms = log_timestamp_ms(time_unix_nano, observed_time_unix_nano, now_ms);
-        let severity_text = if severity_text.is_empty() {
-            SEVERITIES[severity_class(severity_number, "")].to_owned()
+        self.push_log(PassedLog {
+            time_unix_nano: record.time_unix_nano,
+            observed_time_unix_nano: record.observed_time_unix_nano,
+            severity_number: record.severity_number,
+            severity_text: record.severity_text,
+            body: render_body(record.body),
+            attributes: attributes_into_json(record.attributes),
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            now_ms,
+        });
+    }
+
+    /// Adds a record passed on whole to the pending batch: its time (its own, else when it was
+    /// observed, else now) and its severity text (from the number when it has none).
+    fn push_log(&mut self, log: PassedLog<'_>) {
+        let timestamp_ms = if log.time_unix_nano != 0 {
+            nanos_to_ms(log.time_unix_nano)
+        } else if log.observed_time_unix_nano != 0 {
+            nanos_to_ms(log.observed_time_unix_nano)
         } else {
-            severity_text
+            log.now_ms
+        };
+        let severity_text = if log.severity_text.is_empty() {
+            SEVERITIES[severity_class(log.severity_number, "")].to_owned()
+        } else {
+            log.severity_text
         };
         self.pending.logs.push(LogRecord {
             stage: self.stage.clone(),
             timestamp_ms,
-            severity_number,
+            severity_number: log.severity_number,
             severity_text,
-            body: render_body(body),
-            attributes: attributes_into_json(attributes),
-            trace_id: hex(&trace_id),
-            span_id: hex(&span_id),
+            body: log.body,
+            attributes: log.attributes,
+            trace_id: hex(log.trace_id),
+            span_id: hex(log.span_id),
         });
     }
 }
 
-/// Names of the `.count`, `.sum` and `.quantile` series of one histogram or summary metric.
+/// What a record passed on whole carries, decoded or read in place.
+struct PassedLog<'a> {
+    time_unix_nano: u64,
+    observed_time_unix_nano: u64,
+    severity_number: i32,
+    severity_text: String,
+    body: String,
+    attributes: serde_json::Value,
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    /// The deriver's clock, for a record without a time.
+    now_ms: i64,
+}
+
 /// Token bucket of whole log records passed on per second (one second of burst), refilled from
 /// the deriver's clock.
 #[derive(Debug)]
@@ -1106,6 +1121,7 @@ impl RecordBudget {
     }
 }
 
+/// Names of the `.count`, `.sum` and `.quantile` series of one histogram or summary metric.
 struct CountSumNames {
     count: String,
     sum: String,
@@ -1498,17 +1514,6 @@ fn severity_class(number: i32, text: &str) -> usize {
                 UNSPECIFIED
             }
         }
-    }
-}
-
-/// The time of a log record: its own, else when it was observed, else `now_ms`.
-fn log_timestamp_ms(time_unix_nano: u64, observed_time_unix_nano: u64, now_ms: i64) -> i64 {
-    if time_unix_nano != 0 {
-        nanos_to_ms(time_unix_nano)
-    } else if observed_time_unix_nano != 0 {
-        nanos_to_ms(observed_time_unix_nano)
-    } else {
-        now_ms
     }
 }
 
