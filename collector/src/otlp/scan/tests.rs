@@ -232,6 +232,24 @@ fn deeply_nested_values_do_not_overflow() {
     assert!(decode_request(SignalKind::Metrics, Encoding::Protobuf, body).is_err());
 }
 
+/// `body` with bytes overwritten (`flips`: position modulo the length, new byte) and, when
+/// `truncate`, cut at `cut` modulo its length plus one: what the scans' proptests feed them.
+pub(super) fn mutated(
+    mut body: Vec<u8>,
+    flips: &[(usize, u8)],
+    cut: usize,
+    truncate: bool,
+) -> Vec<u8> {
+    for &(at, value) in flips {
+        let len = body.len();
+        body[at % len] = value;
+    }
+    if truncate {
+        body.truncate(cut % (body.len() + 1));
+    }
+    body
+}
+
 proptest! {
     #[test]
     fn scan_agrees_with_prost_on_mutated_bodies(
@@ -239,14 +257,7 @@ proptest! {
         cut in any::<usize>(),
         truncate in any::<bool>(),
     ) {
-        let mut body = sample().encode_to_vec();
-        for (at, value) in flips {
-            let len = body.len();
-            body[at % len] = value;
-        }
-        if truncate {
-            body.truncate(cut % (body.len() + 1));
-        }
+        let body = mutated(sample().encode_to_vec(), &flips, cut, truncate);
         let scanned = scan_metrics(Bytes::from(body.clone()));
         let decoded = ExportMetricsServiceRequest::decode(body.as_slice());
         if let Ok(Some(raw)) = &scanned {

@@ -181,14 +181,7 @@ proptest! {
         cut in any::<usize>(),
         truncate in any::<bool>(),
     ) {
-        let mut body = sample().encode_to_vec();
-        for (at, value) in flips {
-            let len = body.len();
-            body[at % len] = value;
-        }
-        if truncate {
-            body.truncate(cut % (body.len() + 1));
-        }
+        let body = super::super::tests::mutated(sample().encode_to_vec(), &flips, cut, truncate);
         let scanned = scan_logs(Bytes::from(body.clone()));
         let decoded = ExportLogsServiceRequest::decode(body.as_slice());
         if let Ok(Some(raw)) = &scanned {

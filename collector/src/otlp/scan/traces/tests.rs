@@ -445,14 +445,7 @@ proptest! {
         cut in any::<usize>(),
         truncate in any::<bool>(),
     ) {
-        let mut body = mixed_traces().encode_to_vec();
-        for (at, value) in flips {
-            let len = body.len();
-            body[at % len] = value;
-        }
-        if truncate {
-            body.truncate(cut % (body.len() + 1));
-        }
+        let body = super::super::tests::mutated(mixed_traces().encode_to_vec(), &flips, cut, truncate);
         let scanned = scan_traces(Bytes::from(body.clone()));
         let decoded = ExportTraceServiceRequest::decode(body.as_slice());
         if let Ok(Some(raw)) = &scanned {
