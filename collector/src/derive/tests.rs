@@ -4,6 +4,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::*;
+use crate::otlp::SignalKind;
 use crate::otlp::test_support::*;
 
 /// A wall-clock time aligned to 10 s windows.
@@ -900,19 +901,48 @@ fn derive_twice(
 /// Derives the metrics `body` twice, scanned or decoded by prost, and returns every batch and
 /// the drop counts.
 fn derive_encoded(body: &[u8], raw: bool, config: SignalsConfig) -> (Vec<SignalBatch>, [u64; 3]) {
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use prost::Message;
-    let (batches, telemetry) = derive_twice(config, || {
-        if raw {
-            let scanned = crate::otlp::scan::scan_metrics(bytes::Bytes::copy_from_slice(body));
-            OtlpRequest::MetricsRaw(scanned.unwrap().expect("gauges and sums are scanned"))
-        } else {
-            OtlpRequest::Metrics(ExportMetricsServiceRequest::decode(body).unwrap())
-        }
-    });
+    let (batches, telemetry) =
+        derive_twice(config, || encoded_request(SignalKind::Metrics, body, raw));
     let drops = ["max_stages", "non_finite", "cardinality"]
         .map(|reason| telemetry.dropped_count(Signal::MetricPoints, reason));
     (batches, drops)
+}
+
+/// The protobuf request `body` of `kind`, scanned (`raw`; the scan must take it) or decoded
+/// with prost.
+fn encoded_request(kind: SignalKind, body: &[u8], raw: bool) -> OtlpRequest {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let bytes = || bytes::Bytes::copy_from_slice(body);
+    let scanned = "the scan takes the request";
+    match (kind, raw) {
+        (SignalKind::Metrics, true) => OtlpRequest::MetricsRaw(
+            crate::otlp::scan::scan_metrics(bytes())
+                .unwrap()
+                .expect(scanned),
+        ),
+        (SignalKind::Logs, true) => OtlpRequest::LogsRaw(
+            crate::otlp::scan::scan_logs(bytes())
+                .unwrap()
+                .expect(scanned),
+        ),
+        (SignalKind::Traces, true) => OtlpRequest::TracesRaw(
+            crate::otlp::scan::scan_traces(bytes())
+                .unwrap()
+                .expect(scanned),
+        ),
+        (SignalKind::Metrics, false) => {
+            OtlpRequest::Metrics(ExportMetricsServiceRequest::decode(body).unwrap())
+        }
+        (SignalKind::Logs, false) => {
+            OtlpRequest::Logs(ExportLogsServiceRequest::decode(body).unwrap())
+        }
+        (SignalKind::Traces, false) => {
+            OtlpRequest::Traces(ExportTraceServiceRequest::decode(body).unwrap())
+        }
+    }
 }
 
 // Paused clock: a point without a time takes the deriver's clock, which must read the same in
@@ -1051,16 +1081,8 @@ fn derive_encoded_logs(
     raw: bool,
     config: SignalsConfig,
 ) -> (Vec<SignalBatch>, [u64; 2]) {
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use prost::Message;
-    let (batches, telemetry) = derive_twice(config, || {
-        if raw {
-            let scanned = crate::otlp::scan::scan_logs(bytes::Bytes::copy_from_slice(body));
-            OtlpRequest::LogsRaw(scanned.unwrap().expect("log records are scanned"))
-        } else {
-            OtlpRequest::Logs(ExportLogsServiceRequest::decode(body).unwrap())
-        }
-    });
+    let (batches, telemetry) =
+        derive_twice(config, || encoded_request(SignalKind::Logs, body, raw));
     let drops = ["max_stages", "record_rate"]
         .map(|reason| telemetry.dropped_count(Signal::LogRecords, reason));
     (batches, drops)
@@ -1120,16 +1142,8 @@ fn derive_encoded_traces(
     raw: bool,
     config: SignalsConfig,
 ) -> (Vec<SignalBatch>, [u64; 2]) {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use prost::Message;
-    let (batches, telemetry) = derive_twice(config, || {
-        if raw {
-            let scanned = crate::otlp::scan::scan_traces(bytes::Bytes::copy_from_slice(body));
-            OtlpRequest::TracesRaw(scanned.unwrap().expect("the spans are scanned"))
-        } else {
-            OtlpRequest::Traces(ExportTraceServiceRequest::decode(body).unwrap())
-        }
-    });
+    let (batches, telemetry) =
+        derive_twice(config, || encoded_request(SignalKind::Traces, body, raw));
     let drops =
         ["max_stages", "cardinality"].map(|reason| telemetry.dropped_count(Signal::Spans, reason));
     (batches, drops)
