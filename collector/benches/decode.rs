@@ -105,17 +105,22 @@ fn metrics() -> Vec<u8> {
             ..Default::default()
         })
         .collect();
+    metrics_request(vec![Metric {
+        name: "queue.depth".to_owned(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }])
+}
+
+/// An encoded request of `metrics` under the bench resource and one scope.
+fn metrics_request(metrics: Vec<Metric>) -> Vec<u8> {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: resource(),
             scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "queue.depth".to_owned(),
-                    data: Some(metric::Data::Gauge(Gauge {
-                        data_points: points,
-                    })),
-                    ..Default::default()
-                }],
+                metrics,
                 ..Default::default()
             }],
             ..Default::default()
@@ -171,17 +176,7 @@ fn metrics_staged() -> Vec<u8> {
             }
         })
         .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource(),
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    metrics_request(metrics)
 }
 
 fn bench_decode(c: &mut Criterion) {

@@ -826,16 +826,7 @@ mod tests {
     fn only_points_some_rule_reads_are_sent() {
         let (none, _rx) = input("");
         assert!(none.events_from_store_batch(&batch()).is_empty());
-        let (by_name, _rx) = input(
-            r#"
-            [[rules]]
-            kind = "threshold"
-            name = "HighErrorRatio"
-            signal = "span.error_ratio"
-            op = ">"
-            value = 0.05
-            "#,
-        );
+        let (by_name, _rx) = input(crate::alert::tests::THRESHOLD);
         let events = by_name.events_from_store_batch(&batch());
         let names: Vec<&str> = events
             .iter()

@@ -80,7 +80,8 @@ fn events(engine: &mut AlertEngine) -> Vec<String> {
     engine.take_history().into_iter().map(|h| h.event).collect()
 }
 
-const THRESHOLD: &str = r#"
+/// A threshold rule on `span.error_ratio` above 0.05 (the other test modules of alerting use it too).
+pub(super) const THRESHOLD: &str = r#"
     [[rules]]
     kind = "threshold"
     name = "HighErrorRatio"
