@@ -7,7 +7,7 @@ use pipewarden_collector::{JobRun, JobStatus, LogRecord, StageWindow};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{SharedConnection, StoreError, database_path, open, open_store};
+use super::{LogChunk, SharedConnection, StoreError, database_path, open, open_store};
 use crate::anomaly::Anomaly;
 
 /// Totals of one stage over every stored window.
@@ -285,13 +285,9 @@ impl StoreReader {
             while logs.len() < limit
                 && let Some(row) = rows.next()?
             {
-                let text: String = row.get(0)?;
-                let chunk: Vec<LogRecord> = serde_json::from_str(&text).map_err(|err| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        Box::new(err),
-                    )
+                let column = row.get_ref(0)?;
+                let chunk = LogChunk::decode(column).map_err(|err| {
+                    rusqlite::Error::FromSqlConversionFailure(0, column.data_type(), Box::new(err))
                 })?;
                 logs.extend(chunk.into_iter().rev().take(limit - logs.len()));
             }

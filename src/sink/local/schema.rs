@@ -43,8 +43,10 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         );
         CREATE INDEX IF NOT EXISTS stage_windows_stage ON stage_windows (stage, window_end_ms);
         -- Raw log records in chunks: one row per stage and write transaction, `records` a JSON
-        -- array of the records in arrival order. One insert per chunk instead of one per record
-        -- keeps the store's cost per record small; reads walk the chunks newest first.
+        -- array of the records in arrival order, compressed with zstd (a blob; rows written
+        -- before compression hold the JSON text, which the TEXT affinity leaves alone either
+        -- way). One insert per chunk instead of one per record keeps the store's cost per record
+        -- small; reads walk the chunks newest first.
         CREATE TABLE IF NOT EXISTS log_chunks (
             id INTEGER PRIMARY KEY,
             stage TEXT NOT NULL,
