@@ -260,7 +260,8 @@ impl Server {
     }
 
     /// Fetches pipewarden's Prometheus text and returns the collector's non-zero accepted,
-    /// refused and dropped counters.
+    /// refused and dropped counters, and the detectors' counts of what they analysed and
+    /// skipped (what was accepted is not necessarily what was scored).
     pub async fn collector_counters(&self) -> Result<Vec<String>> {
         let Some(web) = self.web else {
             return Ok(Vec::new());
@@ -273,6 +274,9 @@ impl Server {
                     || l.starts_with("pipewarden_collector_refused_total")
                     || l.starts_with("pipewarden_collector_dropped_total")
                     || l.starts_with("pipewarden_pipeline_queue_depth")
+                    || l.starts_with("pipewarden_detector_points_scored_total")
+                    || l.starts_with("pipewarden_detector_log_records_total")
+                    || l.starts_with("pipewarden_detector_skipped_total")
             })
             .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
             .map(str::to_owned)
