@@ -310,7 +310,7 @@ struct RunResult {
     exit: String,
     problems: Vec<String>,
     problem_count: usize,
-    collector_counters: Vec<String>,
+    server_counters: Vec<String>,
 }
 
 fn run(options: Options) -> Result<()> {
@@ -480,9 +480,9 @@ async fn run_once(
         Duration::ZERO
     };
     let memory = server.memory().unwrap_or_default();
-    let collector_counters = if alive.is_ok() {
+    let server_counters = if alive.is_ok() {
         server
-            .collector_counters()
+            .server_counters()
             .await
             .unwrap_or_else(|err| vec![format!("/metrics: {err:#}")])
     } else {
@@ -525,7 +525,7 @@ async fn run_once(
         exit,
         problems: stopped.problems,
         problem_count: stopped.problem_count,
-        collector_counters,
+        server_counters,
     })
 }
 
@@ -605,8 +605,8 @@ fn print_run(r: &RunResult, rep: usize) {
             println!("      {}", truncate(p, 220));
         }
     }
-    if !r.collector_counters.is_empty() {
-        println!("    /metrics: {}", r.collector_counters.join(" | "));
+    if !r.server_counters.is_empty() {
+        println!("    /metrics: {}", r.server_counters.join(" | "));
     }
 }
 

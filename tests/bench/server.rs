@@ -262,7 +262,7 @@ impl Server {
     /// Fetches pipewarden's Prometheus text and returns the collector's non-zero accepted,
     /// refused and dropped counters, and the detectors' counts of what they analysed and
     /// skipped (what was accepted is not necessarily what was scored).
-    pub async fn collector_counters(&self) -> Result<Vec<String>> {
+    pub async fn server_counters(&self) -> Result<Vec<String>> {
         let Some(web) = self.web else {
             return Ok(Vec::new());
         };
