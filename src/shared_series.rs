@@ -53,6 +53,13 @@ impl<V: Copy> SharedSeriesMap<V> {
             .map(|&(_, value)| value)
     }
 
+    /// Returns the value remembered for `series`, to change it in place.
+    pub fn get_mut(&mut self, series: &Arc<Series>) -> Option<&mut V> {
+        self.entries
+            .get_mut(&(Arc::as_ptr(series) as usize))
+            .map(|(_, value)| value)
+    }
+
     /// Remembers `value` for `series` if it is shared (see [`Self::is_shared`]); starts over
     /// when the map is full.
     pub fn insert(&mut self, series: &Arc<Series>, value: V) {
@@ -95,6 +102,11 @@ mod tests {
         assert_eq!(map.get(&twin), None);
         map.insert(&twin, 2);
         assert_eq!((map.get(&kept), map.get(&twin_held)), (Some(1), Some(2)));
+        // Changed in place through either holder's handle on the series.
+        if let Some(value) = map.get_mut(&held) {
+            *value = 5;
+        }
+        assert_eq!(map.get(&kept), Some(5));
         // A series nobody else holds gets no entry.
         let lone = series("b");
         map.insert(&lone, 3);

@@ -479,8 +479,18 @@ impl WriteCounts {
 /// (no hash of the key string), then by key.
 #[derive(Debug)]
 pub(crate) struct SeriesIds {
-    shared: SharedSeriesMap<i64>,
+    shared: SharedSeriesMap<SharedId>,
     by_key: HashMap<String, i64>,
+}
+
+/// What the store remembers of a shared series: its id, and where its latest point was folded
+/// (so the next point of the same bucket folds there without a lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SharedId {
+    id: i64,
+    /// Row of [`PointBuckets::rows`] of the series' latest point; checked before use (the
+    /// fold may have been cleared since, or the point be in another bucket).
+    row: u32,
 }
 
 impl SeriesIds {
@@ -501,17 +511,21 @@ impl SeriesIds {
 /// before: it holds one id per series of the store).
 const SHARED_SERIES_IDS: usize = 100_000;
 
+/// Returns the id of the series of `point`, adding the series to the table when it is new.
 fn series_id(
     tx: &Transaction<'_>,
     ids: &mut SeriesIds,
     point: &pipewarden_collector::SeriesPoint,
 ) -> rusqlite::Result<i64> {
     let series = &point.series;
-    if let Some(id) = ids.shared.get(series) {
-        return Ok(id);
+    if let Some(shared) = ids.shared.get(series) {
+        return Ok(shared.id);
     }
+    let remember = |ids: &mut SeriesIds, id| {
+        ids.shared.insert(series, SharedId { id, row: u32::MAX });
+    };
     if let Some(&id) = ids.by_key.get(&series.key) {
-        ids.shared.insert(series, id);
+        remember(ids, id);
         return Ok(id);
     }
     let attributes: serde_json::Map<String, serde_json::Value> = series
@@ -529,7 +543,7 @@ fn series_id(
         .prepare_cached("SELECT id FROM series WHERE key = ?1")?
         .query_row([&series.key], |row| row.get(0))?;
     ids.by_key.insert(series.key.clone(), id);
-    ids.shared.insert(series, id);
+    remember(ids, id);
     Ok(id)
 }
 
@@ -538,7 +552,17 @@ fn series_id(
 /// earlier transaction already wrote).
 struct PointBuckets {
     resolution_ms: i64,
-    buckets: HashMap<(i64, i64), Bucket>,
+    /// The folded buckets, in the order they were opened.
+    rows: Vec<FoldRow>,
+    /// Position in `rows` by series id and bucket start.
+    index: HashMap<(i64, i64), u32>,
+}
+
+/// One series' bucket.
+struct FoldRow {
+    id: i64,
+    bucket_ms: i64,
+    bucket: Bucket,
 }
 
 /// Running fold of the points of one bucket.
@@ -556,32 +580,55 @@ impl PointBuckets {
     fn new(resolution_ms: i64) -> Self {
         Self {
             resolution_ms,
-            buckets: HashMap::new(),
+            rows: Vec::new(),
+            index: HashMap::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.rows.is_empty()
     }
 
     fn len(&self) -> usize {
-        self.buckets.len()
+        self.rows.len()
     }
 
     fn clear(&mut self) {
-        self.buckets.clear();
+        self.rows.clear();
+        self.index.clear();
+    }
+
+    /// Folds `bucket` into the row of series `id` and bucket `bucket_ms`, opening it if needed;
+    /// returns the row.
+    fn fold_into(&mut self, id: i64, bucket_ms: i64, bucket: Bucket) -> u32 {
+        match self.index.entry((id, bucket_ms)) {
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let row = *entry.get();
+                if let Some(open) = self.rows.get_mut(row as usize) {
+                    open.bucket.fold(&bucket);
+                }
+                row
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                // Rows stay far below 2^32: a transaction holds a bounded number of batches.
+                let row = u32::try_from(self.rows.len()).unwrap_or(u32::MAX);
+                entry.insert(row);
+                self.rows.push(FoldRow {
+                    id,
+                    bucket_ms,
+                    bucket,
+                });
+                row
+            }
+        }
     }
 
     /// Moves every bucket of `other` into this fold, leaving `other` empty (with its capacity).
     fn merge(&mut self, other: &mut PointBuckets) {
-        for (key, b) in other.buckets.drain() {
-            match self.buckets.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().fold(&b),
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(b);
-                }
-            }
+        for row in other.rows.drain(..) {
+            self.fold_into(row.id, row.bucket_ms, row.bucket);
         }
+        other.index.clear();
     }
 
     fn add(
@@ -591,7 +638,6 @@ impl PointBuckets {
         batch: &StoreBatch,
     ) -> rusqlite::Result<()> {
         for (i, point) in batch.signals.points.iter().enumerate() {
-            let id = series_id(tx, series_ids, point)?;
             let score = batch.scores.get(i).copied().unwrap_or(0.0);
             let bucket_ms = point.timestamp_ms.div_euclid(self.resolution_ms) * self.resolution_ms;
             let one = Bucket {
@@ -603,10 +649,23 @@ impl PointBuckets {
                 count: 1,
                 score,
             };
-            self.buckets
-                .entry((id, bucket_ms))
-                .and_modify(|b| b.fold(&one))
-                .or_insert(one);
+            // A shared series whose previous point opened this very bucket folds into it
+            // without a lookup (points of a series mostly come bucket by bucket).
+            if let Some(shared) = series_ids.shared.get_mut(&point.series) {
+                let id = shared.id;
+                match self.rows.get_mut(shared.row as usize) {
+                    Some(open) if open.id == id && open.bucket_ms == bucket_ms => {
+                        open.bucket.fold(&one);
+                    }
+                    _ => shared.row = self.fold_into(id, bucket_ms, one),
+                }
+                continue;
+            }
+            let id = series_id(tx, series_ids, point)?;
+            let row = self.fold_into(id, bucket_ms, one);
+            if let Some(shared) = series_ids.shared.get_mut(&point.series) {
+                shared.row = row;
+            }
         }
         Ok(())
     }
@@ -625,10 +684,11 @@ impl PointBuckets {
                count = count + excluded.count,
                score = MAX(score, excluded.score)",
         )?;
-        for (&(id, bucket_ms), b) in &self.buckets {
+        for row in &self.rows {
+            let b = &row.bucket;
             upsert.execute(params![
-                id,
-                bucket_ms,
+                row.id,
+                row.bucket_ms,
                 b.ts_ms,
                 b.value,
                 b.min,
@@ -1022,6 +1082,78 @@ mod tests {
     }
 
     #[test]
+    fn points_of_shared_series_fold_exactly_as_one_off_copies_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, _) = open_store(dir.path()).unwrap();
+        let kept = [
+            Arc::new(Series::new("svc", "a", Vec::new())),
+            Arc::new(Series::new("svc", "b", Vec::new())),
+        ];
+        // The collector's cache holds them too, so they are shared.
+        let _cache: Vec<Arc<Series>> = kept.iter().map(Arc::clone).collect();
+        let t0 = 1_700_000_000_000;
+        // Two series interleaved (now and then a copy of one instead), buckets crossed every
+        // 14 points or so, one point back in time now and then.
+        let point = |i: usize, copy: bool| {
+            let shared = &kept[i % 2];
+            let series = if copy {
+                Arc::new(Series::new(&shared.stage, &shared.name, Vec::new()))
+            } else {
+                Arc::clone(shared)
+            };
+            let back = if i % 31 == 30 { 15_000 } else { 0 };
+            SeriesPoint {
+                series,
+                timestamp_ms: t0 + i as i64 * 700 - back,
+                value: (i * 7 % 23) as f64,
+            }
+        };
+        let fold_all = |tx: &Transaction<'_>, copies: bool| {
+            let mut ids = SeriesIds::new();
+            let (mut fold, mut merged) = (PointBuckets::new(10_000), PointBuckets::new(10_000));
+            let points: Vec<SeriesPoint> =
+                (0..400).map(|i| point(i, copies || i % 7 == 6)).collect();
+            // Transactions of 37 points: the fold starts empty each time.
+            for chunk in points.chunks(37) {
+                let batch = StoreBatch {
+                    signals: SignalBatch {
+                        points: chunk.to_vec(),
+                        ..SignalBatch::default()
+                    },
+                    scores: (0..chunk.len()).map(|i| i as f64).collect(),
+                    ..StoreBatch::default()
+                };
+                fold.clear();
+                fold.add(tx, &mut ids, &batch).unwrap();
+                merged.merge(&mut fold);
+            }
+            let mut rows: Vec<_> = merged
+                .rows
+                .iter()
+                .map(|r| {
+                    let b = &r.bucket;
+                    (
+                        r.id,
+                        r.bucket_ms,
+                        b.ts_ms,
+                        b.count,
+                        [b.value, b.min, b.max, b.sum, b.score],
+                    )
+                })
+                .collect();
+            rows.sort_by_key(|r| (r.0, r.1));
+            rows
+        };
+        let tx = conn.transaction().unwrap();
+        let by_identity = fold_all(&tx, false);
+        let by_key = fold_all(&tx, true);
+        assert_eq!(by_identity, by_key);
+        // Both series, several buckets each, every point counted once.
+        assert!(by_key.len() > 40, "{}", by_key.len());
+        assert_eq!(by_key.iter().map(|r| r.3).sum::<u64>(), 400);
+    }
+
+    #[test]
     fn a_shared_series_keeps_its_id_by_identity_and_agrees_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let (mut conn, _) = open_store(dir.path()).unwrap();
@@ -1035,7 +1167,7 @@ mod tests {
         };
         let tx = conn.transaction().unwrap();
         let first = series_id(&tx, &mut ids, &point(Arc::clone(&kept))).unwrap();
-        assert_eq!(ids.shared.get(&cache), Some(first));
+        assert_eq!(ids.shared.get(&cache).map(|s| s.id), Some(first));
         // The same series in another allocation (a one-off copy) goes by key: same id.
         let copy = Arc::new(Series::new("svc", "queue.depth", Vec::new()));
         assert_eq!(series_id(&tx, &mut ids, &point(copy)).unwrap(), first);
@@ -1043,7 +1175,7 @@ mod tests {
         let other_cache = Arc::clone(&other);
         let second = series_id(&tx, &mut ids, &point(Arc::clone(&other))).unwrap();
         assert_ne!(second, first);
-        assert_eq!(ids.shared.get(&other_cache), Some(second));
+        assert_eq!(ids.shared.get(&other_cache).map(|s| s.id), Some(second));
         assert_eq!(ids.shared.len(), 2, "the one-off copy gets no entry");
         // After a rollback the ids are forgotten and read again from the table.
         ids.clear();
