@@ -8,7 +8,7 @@
 //! false-positive feedback are suppressed, and log records are offered (without waiting) to the
 //! log detector task (see [`crate::detect`]).
 
-use pipewarden_collector::{LogRecord, SeriesPoint, SignalBatch};
+use pipewarden_collector::{LogRecord, SeriesKind, SeriesPoint, SignalBatch};
 use pipewarden_detector::{ScoredPoint, SeriesBank, SeriesBankValidParams, SeriesId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -45,7 +45,8 @@ pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidPar
 /// taken again, so scores are exactly those of scoring by key.
 #[derive(Debug)]
 pub struct SeriesHandles {
-    ids: SharedSeriesMap<SeriesId>,
+    /// Each series' handle, and whether its values are running totals.
+    ids: SharedSeriesMap<(SeriesId, bool)>,
 }
 
 impl SeriesHandles {
@@ -66,26 +67,42 @@ impl SeriesHandles {
         self.ids.is_empty()
     }
 
-    /// Scores `point` in `bank`, through the series' handle when it has one.
+    /// Scores `point` in `bank`, through the series' handle when it has one. A running total is
+    /// scored by its rate (see [`SeriesBank::observe_total`]).
     pub fn observe(&mut self, bank: &mut SeriesBank, point: &SeriesPoint) -> ScoredPoint {
         let series = &point.series;
         let (timestamp_ms, value) = (point.timestamp_ms, point.value);
+        let by_id = |bank: &mut SeriesBank, (id, total): (SeriesId, bool)| {
+            if total {
+                bank.observe_total_id(id, timestamp_ms, value)
+            } else {
+                bank.observe_id(id, timestamp_ms, value)
+            }
+        };
         // A hit reads nothing of the series itself (only its address), so its memory stays
-        // cold; whether it is shared matters only for taking a handle.
-        if let Some(id) = self.ids.get(series)
-            && let Some(scored) = bank.observe_id(id, timestamp_ms, value)
+        // cold: the handle's entry says whether the series is a running total.
+        if let Some(handle) = self.ids.get(series)
+            && let Some(scored) = by_id(bank, handle)
         {
             return scored;
         }
-        if !SharedSeriesMap::<SeriesId>::is_shared(series) {
-            return bank.observe(&series.key, timestamp_ms, value);
+        let total = series.kind == SeriesKind::RunningTotal;
+        let by_key = |bank: &mut SeriesBank| {
+            if total {
+                bank.observe_total(&series.key, timestamp_ms, value)
+            } else {
+                bank.observe(&series.key, timestamp_ms, value)
+            }
+        };
+        if !SharedSeriesMap::<(SeriesId, bool)>::is_shared(series) {
+            return by_key(bank);
         }
-        let id = bank.handle(&series.key);
-        self.ids.insert(series, id);
-        match bank.observe_id(id, timestamp_ms, value) {
+        let handle = (bank.handle(&series.key), total);
+        self.ids.insert(series, handle);
+        match by_id(bank, handle) {
             Some(scored) => scored,
             // A handle just taken is always honoured; scoring by key is the same anyway.
-            None => bank.observe(&series.key, timestamp_ms, value),
+            None => by_key(bank),
         }
     }
 }
@@ -350,6 +367,7 @@ mod tests {
     use std::time::Duration;
 
     use pipewarden_collector::Series;
+    use pipewarden_detector::RATE_FEATURE;
 
     use super::*;
 
@@ -444,6 +462,74 @@ mod tests {
             assert_eq!(scores, expected_scores, "max_series {max_series}");
             assert_eq!(bank.evictions(), by_key.evictions());
         }
+    }
+
+    #[test]
+    fn running_totals_are_scored_by_their_rate_with_or_without_a_handle() {
+        let kept =
+            Arc::new(Series::new("svc", "rows_total", vec![]).with_kind(SeriesKind::RunningTotal));
+        // 40 rows a second for 300 points 10 s apart, then the counter stops; a one-off series
+        // (no handle) counts the same.
+        let totals: Vec<f64> = (0..320)
+            .map(|i: u32| 1_000.0 + 400.0 * f64::from(i.min(300)) + f64::from(i.min(300) % 3))
+            .collect();
+        let points: Vec<SeriesPoint> = totals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &total)| {
+                let ts = i as i64 * 10_000;
+                let one_off = Series::new("svc", "rows_total", vec![("copy".into(), "1".into())])
+                    .with_kind(SeriesKind::RunningTotal);
+                [
+                    SeriesPoint {
+                        series: Arc::clone(&kept),
+                        timestamp_ms: ts,
+                        value: total,
+                    },
+                    SeriesPoint {
+                        series: Arc::new(one_off),
+                        timestamp_ms: ts,
+                        value: total,
+                    },
+                ]
+            })
+            .collect();
+        let mut by_key = small_bank(100);
+        let expected: Vec<ScoredPoint> = points
+            .iter()
+            .map(|p| by_key.observe_total(&p.series.key, p.timestamp_ms, p.value))
+            .collect();
+        let mut bank = small_bank(100);
+        let mut handles = SeriesHandles::new(100);
+        let batch = SignalBatch {
+            points,
+            ..SignalBatch::default()
+        };
+        let scored = score_batch(&mut bank, &mut handles, batch);
+        let expected_scores: Vec<f64> = expected.iter().map(|p| p.score).collect();
+        assert_eq!(scored.scores, expected_scores);
+        assert_eq!(handles.len(), 1);
+        // The stall (point 301 of each series) is the only anomaly of each: on the rate.
+        let stalls: Vec<(i64, &str, f64, String)> = scored
+            .anomalies
+            .iter()
+            .map(|a| {
+                (
+                    a.timestamp_ms,
+                    a.series_key.as_str(),
+                    a.actual,
+                    a.feature.clone(),
+                )
+            })
+            .collect();
+        let at = 301 * 10_000;
+        assert_eq!(
+            stalls,
+            [
+                (at, kept.key.as_str(), 0.0, RATE_FEATURE.to_owned()),
+                (at, "svc|rows_total|copy=1", 0.0, RATE_FEATURE.to_owned()),
+            ]
+        );
     }
 
     #[test]

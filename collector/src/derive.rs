@@ -55,7 +55,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpLogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
-use opentelemetry_proto::tonic::metrics::v1::{Metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -67,7 +67,8 @@ use crate::config::SignalsConfig;
 use crate::otlp::scan::{PointView, RawValue, RecordParts, RecordView, SpanView};
 use crate::otlp::{Admitted, OtlpRequest, RawLogs, RawMetrics, RawTraces};
 use crate::signal::{
-    JobRun, JobStatus, LogRecord, Series, SeriesPoint, SignalBatch, StageWindow, series_key,
+    JobRun, JobStatus, LogRecord, Series, SeriesKind, SeriesPoint, SignalBatch, StageWindow,
+    series_key,
 };
 use crate::telemetry::{CollectorTelemetry, Signal};
 
@@ -631,6 +632,7 @@ impl Deriver {
                 stage: self.stage.clone(),
                 name: "job.runtime_ms".to_owned(),
                 attributes,
+                kind: SeriesKind::Reading,
             }),
             timestamp_ms: end_ms,
             value: latency_ms,
@@ -673,89 +675,70 @@ impl Deriver {
                 for point in gauge.data_points {
                     let value = number_value(point.value);
                     let values = [(name.as_str(), value)];
-                    self.derive_point(
-                        context,
-                        &point.attributes,
-                        point.time_unix_nano,
-                        now_ms,
-                        &values,
-                        &[],
-                    );
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    self.derive_point(point_in, context, SeriesKind::Reading, &values, &[]);
                 }
             }
             Data::Sum(sum) => {
+                let kind =
+                    running_total_if(sum.is_monotonic && sum.aggregation_temporality == CUMULATIVE);
                 for point in sum.data_points {
                     let value = number_value(point.value);
                     let values = [(name.as_str(), value)];
-                    self.derive_point(
-                        context,
-                        &point.attributes,
-                        point.time_unix_nano,
-                        now_ms,
-                        &values,
-                        &[],
-                    );
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    self.derive_point(point_in, context, kind, &values, &[]);
                 }
             }
             Data::Histogram(histogram) => {
                 let names = CountSumNames::new(&name);
+                let kind = running_total_if(histogram.aggregation_temporality == CUMULATIVE);
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    self.derive_point(
-                        context,
-                        &point.attributes,
-                        point.time_unix_nano,
-                        now_ms,
-                        values,
-                        &[],
-                    );
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    self.derive_point(point_in, context, kind, values, &[]);
                 }
             }
             Data::ExponentialHistogram(histogram) => {
                 let names = CountSumNames::new(&name);
+                let kind = running_total_if(histogram.aggregation_temporality == CUMULATIVE);
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    self.derive_point(
-                        context,
-                        &point.attributes,
-                        point.time_unix_nano,
-                        now_ms,
-                        values,
-                        &[],
-                    );
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    self.derive_point(point_in, context, kind, values, &[]);
                 }
             }
             Data::Summary(summary) => {
                 let names = CountSumNames::new(&name);
                 for point in summary.data_points {
+                    // A summary's count and sum are cumulative by definition.
                     let values = names.values(point.count, Some(point.sum));
                     let quantiles = point.quantile_values;
                     let quantiles = (names.quantile.as_str(), quantiles.as_slice());
-                    self.derive_point(
-                        context,
-                        &point.attributes,
-                        point.time_unix_nano,
-                        now_ms,
-                        &values,
-                        &[quantiles],
-                    );
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    let kind = SeriesKind::RunningTotal;
+                    self.derive_point(point_in, context, kind, &values, &[quantiles]);
                 }
             }
         }
     }
 
-    /// Derives one metric data point into the series `values` (and summary `quantiles`).
+    /// Derives one metric data point into the series `values` (of `kind`) and summary
+    /// `quantiles` (readings).
     fn derive_point(
         &mut self,
+        point: PointIn<'_>,
         context: &ResourceContext,
-        attributes: &[KeyValue],
-        time_unix_nano: u64,
-        now_ms: i64,
+        kind: SeriesKind,
         values: &[(&str, f64)],
         quantiles: &[(&str, &[ValueAtQuantile])],
     ) {
+        let PointIn {
+            attributes,
+            time_unix_nano,
+            now_ms,
+        } = point;
         write_stage(
             &mut self.stage,
             &self.settings.stage_attributes,
@@ -777,42 +760,46 @@ impl Deriver {
 
         let mut over_cap = false;
         let mut non_finite = false;
-        let mut emit =
-            |this: &mut Self, name: &str, attributes: Vec<(String, String)>, value: f64| {
-                if !value.is_finite() {
-                    non_finite = true;
-                    return;
-                }
-                let key = series_key(&this.stage, name, &attributes);
-                if !this.series.admit(&key, this.window_index) {
-                    over_cap = true;
-                    return;
-                }
-                this.pending.points.push(SeriesPoint {
-                    series: Arc::new(Series {
-                        key,
-                        stage: this.stage.clone(),
-                        name: name.to_owned(),
-                        attributes,
-                    }),
-                    timestamp_ms,
-                    value,
-                });
-            };
+        let mut emit = |this: &mut Self,
+                        name: &str,
+                        attributes: Vec<(String, String)>,
+                        kind: SeriesKind,
+                        value: f64| {
+            if !value.is_finite() {
+                non_finite = true;
+                return;
+            }
+            let key = series_key(&this.stage, name, &attributes);
+            if !this.series.admit(&key, this.window_index) {
+                over_cap = true;
+                return;
+            }
+            this.pending.points.push(SeriesPoint {
+                series: Arc::new(Series {
+                    key,
+                    stage: this.stage.clone(),
+                    name: name.to_owned(),
+                    attributes,
+                    kind,
+                }),
+                timestamp_ms,
+                value,
+            });
+        };
         if let ([(name, value)], []) = (values, quantiles) {
             // The common case (a gauge or sum point): the attributes move into the point.
-            emit(self, name, series_attributes, *value);
+            emit(self, name, series_attributes, kind, *value);
             return self.count_point_drops(over_cap, non_finite);
         }
         for (name, value) in values {
-            emit(self, name, series_attributes.clone(), *value);
+            emit(self, name, series_attributes.clone(), kind, *value);
         }
         for (name, quantiles) in quantiles {
             for quantile in *quantiles {
                 let mut attributes = series_attributes.clone();
                 attributes.push(("quantile".to_owned(), quantile.quantile.to_string()));
                 attributes.sort_by(|a, b| a.0.cmp(&b.0));
-                emit(self, name, attributes, quantile.value);
+                emit(self, name, attributes, SeriesKind::Reading, quantile.value);
             }
         }
         self.count_point_drops(over_cap, non_finite);
@@ -827,9 +814,9 @@ impl Deriver {
             request.resource_count(),
             |i| request.resource(i),
         );
-        // The prefix of the points of the last metric: (resource, name bytes) and its id. The
-        // points of a metric come together and share the name's bytes.
-        let mut last_prefix: Option<((usize, *const u8, usize), u32)> = None;
+        // The prefix of the points of the last metric: (resource, name bytes, kind) and its id.
+        // The points of a metric come together and share the name's bytes.
+        let mut last_prefix: Option<(MetricIdentity, u32)> = None;
         for view in request.points() {
             let Some(value) = view.point.value else {
                 continue;
@@ -840,11 +827,18 @@ impl Deriver {
             let Some(context) = contexts.get(view.resource) else {
                 continue;
             };
-            let metric = (view.resource, view.name.as_ptr(), view.name.len());
+            let metric = (
+                view.resource,
+                view.name.as_ptr(),
+                view.name.len(),
+                view.running_total,
+            );
             let prefix = match last_prefix {
                 Some((last, prefix)) if last == metric => prefix,
                 _ => {
-                    let prefix = self.series_cache.prefix(context, view.name);
+                    let prefix = self
+                        .series_cache
+                        .prefix(context, view.name, view.running_total);
                     last_prefix = Some((metric, prefix));
                     prefix
                 }
@@ -1182,6 +1176,8 @@ struct CachedSeries {
 struct SeriesCache {
     /// Id of each prefix by its bytes.
     prefixes: HashMap<Box<[u8]>, u32>,
+    /// The kind of the series of each prefix, by id.
+    prefix_kinds: Vec<SeriesKind>,
     /// Index into `series` by prefix id and raw attribute bytes.
     index: HashMap<Box<[u8]>, usize>,
     series: Vec<CachedSeries>,
@@ -1194,6 +1190,7 @@ impl SeriesCache {
     fn new(max_series: usize) -> Self {
         Self {
             prefixes: HashMap::new(),
+            prefix_kinds: Vec::new(),
             index: HashMap::new(),
             series: Vec::new(),
             max_entries: max_series.saturating_mul(2).clamp(1024, 1 << 17),
@@ -1201,9 +1198,10 @@ impl SeriesCache {
         }
     }
 
-    /// Returns the id of the prefix of the points of metric `name` under `context`. An id is
-    /// valid until the next call: starting over (when full) forgets every series with the ids.
-    fn prefix(&mut self, context: &ResourceContext, name: &str) -> u32 {
+    /// Returns the id of the prefix of the points of metric `name` under `context`, whose values
+    /// are running totals when `running_total`. An id is valid until the next call: starting
+    /// over (when full) forgets every series with the ids.
+    fn prefix(&mut self, context: &ResourceContext, name: &str, running_total: bool) -> u32 {
         // 0xff never occurs in UTF-8, so the parts cannot run into each other.
         let scratch = &mut self.scratch;
         scratch.clear();
@@ -1217,12 +1215,14 @@ impl SeriesCache {
             None => scratch.push(0),
         }
         scratch.push(0xff);
+        scratch.push(u8::from(running_total));
         scratch.extend_from_slice(name.as_bytes());
         if let Some(&id) = self.prefixes.get(self.scratch.as_slice()) {
             return id;
         }
         if self.prefixes.len() >= self.max_entries {
             self.prefixes.clear();
+            self.prefix_kinds.clear();
             self.index.clear();
             self.series.clear();
         }
@@ -1230,6 +1230,7 @@ impl SeriesCache {
         let id = u32::try_from(self.prefixes.len()).unwrap_or(u32::MAX);
         self.prefixes
             .insert(self.scratch.clone().into_boxed_slice(), id);
+        self.prefix_kinds.push(running_total_if(running_total));
         id
     }
 
@@ -1253,12 +1254,18 @@ impl SeriesCache {
                 let mut stage = String::new();
                 write_stage(&mut stage, stage_attributes, context, &attributes);
                 let attributes = series_attributes(&attributes);
+                let kind = self
+                    .prefix_kinds
+                    .get(prefix as usize)
+                    .copied()
+                    .unwrap_or_default();
                 let series = CachedSeries {
                     series: Arc::new(Series {
                         key: series_key(&stage, view.name, &attributes),
                         stage,
                         name: view.name.to_owned(),
                         attributes,
+                        kind,
                     }),
                     admitted_in: None,
                     stage_slot: None,
@@ -1476,6 +1483,41 @@ fn job_name(settings: &DeriveSettings, span: &Span) -> Option<String> {
         return Some(span.name.clone());
     }
     None
+}
+
+/// A scanned metric as the points of a request name it: its resource, the address and length of
+/// its name's bytes, and whether its values are running totals.
+type MetricIdentity = (usize, *const u8, usize, bool);
+
+/// The attributes and time of a decoded data point, and the time it is taken at when it has
+/// none.
+#[derive(Debug, Clone, Copy)]
+struct PointIn<'a> {
+    attributes: &'a [KeyValue],
+    time_unix_nano: u64,
+    now_ms: i64,
+}
+
+impl<'a> PointIn<'a> {
+    fn new(attributes: &'a [KeyValue], time_unix_nano: u64, now_ms: i64) -> Self {
+        Self {
+            attributes,
+            time_unix_nano,
+            now_ms,
+        }
+    }
+}
+
+/// `AggregationTemporality::Cumulative`, as prost holds it.
+const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
+
+/// [`SeriesKind::RunningTotal`] when `running_total`, else [`SeriesKind::Reading`].
+fn running_total_if(running_total: bool) -> SeriesKind {
+    if running_total {
+        SeriesKind::RunningTotal
+    } else {
+        SeriesKind::Reading
+    }
 }
 
 fn number_value(value: Option<number_data_point::Value>) -> f64 {

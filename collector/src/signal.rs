@@ -26,18 +26,42 @@ pub struct Series {
     pub name: String,
     /// Attributes of the series, sorted by key.
     pub attributes: Vec<(String, String)>,
+    /// What the values are: readings, or a running total whose rate the detector scores.
+    #[serde(default)]
+    pub kind: SeriesKind,
+}
+
+/// What the values of a series are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    /// Each value is a reading in its own right (a gauge, a delta sum, a quantile, a derived
+    /// figure): the detector scores the value.
+    #[default]
+    Reading,
+    /// Each value is a running total since a start: a monotonic cumulative sum, or the count or
+    /// sum of a cumulative histogram or of a summary. The values are stored as sent; the detector
+    /// scores the total's rate per second between consecutive points (a ramp is not news, a
+    /// rate that drops to zero is), as Prometheus's `rate()` reads a counter.
+    RunningTotal,
 }
 
 impl Series {
     /// The series `stage`, `name`, `attributes` (sorted by key), its key built with
-    /// [`series_key`].
+    /// [`series_key`]; its values are readings.
     pub fn new(stage: &str, name: &str, attributes: Vec<(String, String)>) -> Self {
         Self {
             key: series_key(stage, name, &attributes),
             stage: stage.to_owned(),
             name: name.to_owned(),
             attributes,
+            kind: SeriesKind::Reading,
         }
+    }
+
+    /// The same series with values of `kind`.
+    pub fn with_kind(self, kind: SeriesKind) -> Self {
+        Self { kind, ..self }
     }
 }
 

@@ -48,6 +48,9 @@ use crate::score::{Explanation, Score, z_at_score};
 /// Feature named by the explanations of univariate models.
 const VALUE_FEATURE: &str = "value";
 
+/// Feature named by the explanations of running totals: what is scored is their rate.
+pub const RATE_FEATURE: &str = "rate_per_s";
+
 /// Default half-life of the remembered peak score, in points of a series: an episode of a
 /// series sampled every 5 minutes is remembered for most of a day.
 const DEFAULT_REPEAT_HALF_LIFE_POINTS: f64 = 200.0;
@@ -264,6 +267,8 @@ struct Slot {
     /// Highest recent undamped score at or above the alert threshold (0 if none), decaying with
     /// `repeat_half_life_points`.
     peak_score: f64,
+    /// For a running total: the time and value of its last point, the start of the next rate.
+    last_total: Option<(i64, f64)>,
 }
 
 /// A slot's place in the recency list. The links live apart from the slots, in one small
@@ -371,7 +376,84 @@ impl SeriesBank {
     /// absorbed.
     pub fn observe(&mut self, key: &str, timestamp_ms: i64, value: f64) -> ScoredPoint {
         let slot_index = self.slot_for(key);
-        self.observe_slot(slot_index, timestamp_ms, value)
+        self.observe_slot(slot_index, timestamp_ms, value, VALUE_FEATURE)
+    }
+
+    /// Scores a point of series `key` whose values are a running total (a cumulative counter):
+    /// what is scored is its rate per second since the series' previous point, and the
+    /// explanation names the feature [`RATE_FEATURE`]. The first point of a series, a point
+    /// whose total fell (a reset) and a point not later than the previous one start the next
+    /// rate instead: they score 0 and teach the model nothing. A non-finite total scores 0 and
+    /// is ignored. A series should keep to one kind: observing its totals as plain values (or
+    /// the reverse) feeds one model two different quantities.
+    ///
+    /// ```
+    /// use linfa::ParamGuard;
+    /// use pipewarden_detector::{RATE_FEATURE, SeriesBank};
+    ///
+    /// let mut bank = SeriesBank::new(SeriesBank::params().check()?);
+    /// // 100 events a second, counted every 10 s, then the counter stops.
+    /// for i in 0..60 {
+    ///     bank.observe_total("consumer|events_total", i * 10_000, (i * 1_000) as f64);
+    /// }
+    /// let stalled = bank.observe_total("consumer|events_total", 600_000, 59_000.0);
+    /// assert!(stalled.is_anomaly);
+    /// assert_eq!(stalled.explanation.feature, RATE_FEATURE);
+    /// assert_eq!((stalled.explanation.actual, stalled.explanation.typical), (0.0, 100.0));
+    /// # Ok::<(), pipewarden_detector::SeriesBankParamsError>(())
+    /// ```
+    pub fn observe_total(&mut self, key: &str, timestamp_ms: i64, total: f64) -> ScoredPoint {
+        let slot_index = self.slot_for(key);
+        self.observe_total_slot(slot_index, timestamp_ms, total)
+    }
+
+    /// Scores a running total through a handle, exactly as [`SeriesBank::observe_total`] with
+    /// the series' key does; `None` (nothing absorbed) when the handle is stale.
+    pub fn observe_total_id(
+        &mut self,
+        id: SeriesId,
+        timestamp_ms: i64,
+        total: f64,
+    ) -> Option<ScoredPoint> {
+        if self.generations.get(id.slot) != Some(&id.generation) {
+            return None;
+        }
+        Some(self.observe_total_slot(id.slot, timestamp_ms, total))
+    }
+
+    /// Turns a running total into its rate since the previous point and scores that (see
+    /// [`SeriesBank::observe_total`]).
+    fn observe_total_slot(
+        &mut self,
+        slot_index: usize,
+        timestamp_ms: i64,
+        total: f64,
+    ) -> ScoredPoint {
+        let slot = &mut self.slots[slot_index];
+        if !total.is_finite() {
+            // Scores 0 and is not absorbed, as a non-finite value is; the baseline stays.
+            return self.observe_slot(slot_index, timestamp_ms, total, RATE_FEATURE);
+        }
+        match slot.last_total.replace((timestamp_ms, total)) {
+            Some((previous_ms, previous)) if timestamp_ms > previous_ms && total >= previous => {
+                let seconds = (timestamp_ms - previous_ms) as f64 / 1000.0;
+                let rate = (total - previous) / seconds;
+                self.observe_slot(slot_index, timestamp_ms, rate, RATE_FEATURE)
+            }
+            _ => {
+                // A new baseline: no rate to score.
+                let typical = slot.model.typical().unwrap_or(0.0);
+                self.touch(slot_index);
+                ScoredPoint {
+                    score: 0.0,
+                    is_anomaly: false,
+                    explanation: Explanation::unscored(RATE_FEATURE, typical, typical),
+                    continuing: false,
+                    model: RobustBaseline::NAME,
+                    model_version: RobustBaseline::VERSION,
+                }
+            }
+        }
     }
 
     /// Returns the handle of series `key`, adding the series (as the most recently updated, with
@@ -417,7 +499,7 @@ impl SeriesBank {
         if self.generations.get(id.slot) != Some(&id.generation) {
             return None;
         }
-        Some(self.observe_slot(id.slot, timestamp_ms, value))
+        Some(self.observe_slot(id.slot, timestamp_ms, value, VALUE_FEATURE))
     }
 
     /// Returns the key of the series of handle `id`, `None` when the handle is stale.
@@ -431,7 +513,13 @@ impl SeriesBank {
     /// Scores a point of the series in `slot_index` and absorbs it (see [`SeriesBank::observe`]).
     /// Inlined into both callers: as a call of its own it cost a few percent of a point.
     #[inline(always)]
-    fn observe_slot(&mut self, slot_index: usize, timestamp_ms: i64, value: f64) -> ScoredPoint {
+    fn observe_slot(
+        &mut self,
+        slot_index: usize,
+        timestamp_ms: i64,
+        value: f64,
+        feature: &'static str,
+    ) -> ScoredPoint {
         self.touch(slot_index);
         let band_z = self.band_z;
         let alert_threshold = self.params.alert_threshold;
@@ -442,11 +530,11 @@ impl SeriesBank {
         let (raw_score, explanation) = match slot.model.observe(timestamp_ms, value) {
             Some(deviation) => (
                 Score::from_deviation(&deviation).value(),
-                Explanation::from_deviation(VALUE_FEATURE, &deviation, band_z),
+                Explanation::from_deviation(feature, &deviation, band_z),
             ),
             None => (
                 0.0,
-                Explanation::unscored(VALUE_FEATURE, value, typical_before.unwrap_or(value)),
+                Explanation::unscored(feature, value, typical_before.unwrap_or(value)),
             ),
         };
         let peak = slot.peak_score;
@@ -496,6 +584,7 @@ impl SeriesBank {
                 key: Arc::clone(&key),
                 model: RobustBaseline::with_shared_params(Arc::clone(&self.model_params)),
                 peak_score: 0.0,
+                last_total: None,
             });
             self.links.push(Link {
                 newer: NIL,
@@ -512,6 +601,7 @@ impl SeriesBank {
         let evicted = std::mem::replace(&mut slot.key, Arc::clone(&key));
         slot.model.reset();
         slot.peak_score = 0.0;
+        slot.last_total = None;
         self.key_bytes -= evicted.len();
         self.index.remove(&evicted);
         self.index.insert(key, slot_index);

@@ -8,7 +8,9 @@ pub mod models;
 pub mod score;
 pub mod templates;
 
-pub use bank::{ScoredPoint, SeriesBank, SeriesBankParams, SeriesBankValidParams, SeriesId};
+pub use bank::{
+    RATE_FEATURE, ScoredPoint, SeriesBank, SeriesBankParams, SeriesBankValidParams, SeriesId,
+};
 pub use error::SeriesBankParamsError;
 pub use models::robust_baseline::{
     RobustBaseline, RobustBaselineError, RobustBaselineParams, RobustBaselineParamsError,

@@ -112,7 +112,9 @@ impl Payloads {
         let logs = encode_all(logs);
         let spans = (0..pool).map(|i| spans_request(&mut rng, i, now_ns).encode_to_vec());
         let spans = encode_all(spans);
-        let metrics = (0..pool).map(|i| metrics_request(&mut rng, i, now_ns).encode_to_vec());
+        let mut totals = CounterTotals::new();
+        let metrics =
+            (0..pool).map(|i| metrics_request(&mut rng, &mut totals, i, now_ns).encode_to_vec());
         let metrics = encode_all(metrics);
         Payloads {
             logs,
@@ -358,19 +360,39 @@ fn spans_request(rng: &mut SplitMix, index: usize, now_ns: u64) -> ExportTraceSe
     }
 }
 
-fn metrics_request(rng: &mut SplitMix, index: usize, now_ns: u64) -> ExportMetricsServiceRequest {
+/// The running total of each counter series (service, metric, partition) and the request it
+/// was last sent in.
+type CounterTotals = std::collections::HashMap<(usize, usize, usize), (usize, f64)>;
+
+fn metrics_request(
+    rng: &mut SplitMix,
+    totals: &mut CounterTotals,
+    index: usize,
+    now_ns: u64,
+) -> ExportMetricsServiceRequest {
     let service = index % SERVICES;
     let time = request_time_ns(index, now_ns);
     let points_per_metric = ITEMS_PER_REQUEST as usize / METRIC_NAMES.len();
     let first_partition = rng.below(PARTITIONS);
     let metrics = METRIC_NAMES
         .iter()
-        .map(|&(name, is_counter)| {
+        .enumerate()
+        .map(|(metric, &(name, is_counter))| {
             let points: Vec<NumberDataPoint> = (0..points_per_metric)
                 .map(|p| {
                     let partition = (first_partition + p) % PARTITIONS;
                     let value = if is_counter {
-                        (index as f64 * 37.0 + partition as f64 * 1000.0).floor()
+                        // A counter grows with the time since its last point (about 3,700 a
+                        // second, give or take half), so its rate is as noisy as a real one's.
+                        let key = (service, metric, partition);
+                        let (last, total) = totals
+                            .get(&key)
+                            .copied()
+                            .unwrap_or((index, partition as f64 * 1000.0));
+                        let grown = 37.0 * (index - last) as f64 * (0.5 + rng.unit());
+                        let total = (total + grown).floor();
+                        totals.insert(key, (index, total));
+                        total
                     } else {
                         50.0 + 10.0 * rng.unit() + partition as f64
                     };

@@ -1,5 +1,5 @@
 //! The detectors through the whole process: OTLP logs in, log-template and schema-drift
-//! anomalies out at the API; false-positive feedback suppressing a similar anomaly, also after
+//! anomalies out at the API; a counter that stops, an anomaly of its rate; false-positive feedback suppressing a similar anomaly, also after
 //! a restart; `replay --format log` one row per line and repeatable.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -7,7 +7,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::{Value, json};
@@ -90,21 +91,51 @@ fn gauge(start_ns: u64, first_second: u64, values: &[f64]) -> ExportMetricsServi
             ..Default::default()
         })
         .collect();
+    shop_metric(Metric {
+        name: "queue.depth".to_owned(),
+        data: Some(metric::Data::Gauge(Gauge { data_points })),
+        ..Default::default()
+    })
+}
+
+/// A metrics request of service `shop` with one metric.
+fn shop_metric(metric: Metric) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: resource("shop"),
             scope_metrics: vec![ScopeMetrics {
                 scope: scope(),
-                metrics: vec![Metric {
-                    name: "queue.depth".to_owned(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                }],
+                metrics: vec![metric],
                 ..Default::default()
             }],
             ..Default::default()
         }],
     }
+}
+
+/// A monotonic cumulative sum `rows.processed` of stage `shop/ingest`, one total every 10 s.
+fn counter(start_ns: u64, totals: &[f64]) -> ExportMetricsServiceRequest {
+    let data_points = totals
+        .iter()
+        .enumerate()
+        .map(|(i, total)| NumberDataPoint {
+            attributes: vec![otlp::string_attribute("pipeline.stage", "ingest")],
+            start_time_unix_nano: start_ns,
+            time_unix_nano: start_ns + (i as u64 + 1) * 10_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(*total)),
+            ..Default::default()
+        })
+        .collect();
+    let sum = Sum {
+        data_points,
+        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        is_monotonic: true,
+    };
+    shop_metric(Metric {
+        name: "rows.processed".to_owned(),
+        data: Some(metric::Data::Sum(sum)),
+        ..Default::default()
+    })
 }
 
 async fn post(pipewarden: &Pipewarden, path: &str, body: Vec<u8>) {
@@ -338,6 +369,53 @@ async fn a_false_positive_suppresses_similar_anomalies_also_after_a_restart() {
         .filter(|a| a["name"] == "queue.depth")
         .count();
     assert_eq!(spikes, 1);
+}
+
+#[tokio::test]
+async fn a_counter_that_stops_is_an_anomaly_of_its_rate_and_its_totals_are_stored_as_sent() {
+    let pipewarden = Pipewarden::start().await;
+    let start = otlp::now_unix_nanos() - 2000 * 1_000_000_000;
+    // 50 rows a second (500 per 10 s, give or take), then nothing in the last 10 s.
+    let mut totals: Vec<f64> = (0..60)
+        .map(|i| 1_000.0 + 500.0 * i as f64 + (i % 3) as f64 * 10.0)
+        .collect();
+    totals.push(totals[59]);
+    post(
+        &pipewarden,
+        "/v1/metrics",
+        otlp::encode(&counter(start, &totals)),
+    )
+    .await;
+    let stall = wait_anomaly(&pipewarden, "the stalled counter's anomaly", |a| {
+        a["name"] == "rows.processed"
+    })
+    .await;
+    assert_eq!(stall["feature"], "rate_per_s", "{stall}");
+    assert_eq!(stall["actual"], 0.0, "{stall}");
+    assert_eq!(stall["direction"], "down", "{stall}");
+    let typical = stall["typical"].as_f64().unwrap();
+    assert!((typical - 50.0).abs() < 5.0, "{stall}");
+    let stall_ms = i64::try_from((start + 61 * 10_000_000_000) / 1_000_000).unwrap();
+    assert_eq!(stall["timestamp_ms"], stall_ms, "{stall}");
+    // Only the stall: the rising totals themselves are not news.
+    let listed = anomalies(&pipewarden).await;
+    let on_counter = listed.iter().filter(|a| a["name"] == "rows.processed");
+    assert_eq!(on_counter.count(), 1, "{listed:?}");
+    // The store keeps the totals as they were sent.
+    let stored = eventually("the stored totals", DEADLINE, || async {
+        let points = pipewarden
+            .series_points("shop/ingest", "rows.processed")
+            .await?;
+        if points.len() == totals.len() {
+            Ok(points)
+        } else {
+            Err(format!("{} of {} points", points.len(), totals.len()))
+        }
+    })
+    .await;
+    let mut values: Vec<f64> = stored.iter().map(|p| p.value).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, totals);
 }
 
 #[test]

@@ -1459,3 +1459,147 @@ async fn scanned_points_keep_their_series_when_the_cache_starts_over() {
         }
     }
 }
+
+/// A sum of `temporality` (monotonic or not) with one point of value 5.
+fn sum(name: &str, temporality: i32, is_monotonic: bool) -> Metric {
+    use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
+    Metric {
+        name: name.to_owned(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: 1_700_000_001_000_000_000,
+                value: Some(number_data_point::Value::AsDouble(5.0)),
+                ..Default::default()
+            }],
+            aggregation_temporality: temporality,
+            is_monotonic,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The kind of the series of every point, by series name.
+fn kinds(batches: &[SignalBatch]) -> std::collections::BTreeMap<String, SeriesKind> {
+    batches
+        .iter()
+        .flat_map(|batch| &batch.points)
+        .map(|point| (point.series.name.clone(), point.series.kind))
+        .collect()
+}
+
+// Paused clock, as in the other scanned-against-decoded tests.
+#[tokio::test(start_paused = true)]
+async fn monotonic_cumulative_sums_are_running_totals_whether_scanned_or_decoded() {
+    use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::{Cumulative, Delta};
+    use prost::Message;
+    let request = metrics(
+        "orders",
+        vec![
+            sum("rows_total", Cumulative as i32, true),
+            sum("inflight", Cumulative as i32, false),
+            sum("rows_delta", Delta as i32, true),
+            gauge("depth", vec![gauge_point(vec![], 1.0)]),
+        ],
+    );
+    let body = request.encode_to_vec();
+    let scanned = derive_encoded(&body, true, SignalsConfig::default());
+    assert_eq!(
+        scanned,
+        derive_encoded(&body, false, SignalsConfig::default())
+    );
+    let want = [
+        ("depth", SeriesKind::Reading),
+        ("inflight", SeriesKind::Reading),
+        ("rows_delta", SeriesKind::Reading),
+        ("rows_total", SeriesKind::RunningTotal),
+    ];
+    let want: std::collections::BTreeMap<String, SeriesKind> =
+        want.map(|(name, kind)| (name.to_owned(), kind)).into();
+    assert_eq!(kinds(&scanned.0), want);
+
+    // The same name as a reading in one request and a running total in the next: two series
+    // in the scan's cache (same key, each point keeps its own kind), as prost gives.
+    let as_gauge = metrics(
+        "orders",
+        vec![gauge("rows_total", vec![gauge_point(vec![], 1.0)])],
+    );
+    let (mut deriver, telemetry) = deriver();
+    let mut seen = Vec::new();
+    for body in [as_gauge.encode_to_vec(), body.clone()] {
+        let mut request = encoded_request(SignalKind::Metrics, &body, true);
+        crate::otlp::screen(&mut request);
+        feed(&mut deriver, &telemetry, request);
+        let batch = std::mem::take(&mut deriver.pending);
+        let point = batch.points.iter().find(|p| p.series.name == "rows_total");
+        seen.push(point.map(|p| p.series.kind));
+    }
+    assert_eq!(
+        seen,
+        [Some(SeriesKind::Reading), Some(SeriesKind::RunningTotal)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn counts_and_sums_of_cumulative_histograms_and_summaries_are_running_totals() {
+    use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::{Cumulative, Delta};
+    let histogram = |name: &str, temporality: i32| Metric {
+        name: name.to_owned(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: 1_700_000_001_000_000_000,
+                count: 4,
+                sum: Some(10.0),
+                ..Default::default()
+            }],
+            aggregation_temporality: temporality,
+        })),
+        ..Default::default()
+    };
+    let summary = Metric {
+        name: "latency".to_owned(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                time_unix_nano: 1_700_000_001_000_000_000,
+                count: 4,
+                sum: 10.0,
+                quantile_values: vec![
+                    opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 2.0,
+                    },
+                ],
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let request = metrics(
+        "orders",
+        vec![
+            histogram("size", Cumulative as i32),
+            histogram("batch", Delta as i32),
+            summary,
+        ],
+    );
+    let (mut deriver, telemetry) = deriver();
+    feed(&mut deriver, &telemetry, OtlpRequest::Metrics(request));
+    let got: Vec<(String, SeriesKind)> = deriver
+        .pending
+        .points
+        .iter()
+        .map(|p| (p.series.key.clone(), p.series.kind))
+        .collect();
+    let running = SeriesKind::RunningTotal;
+    let reading = SeriesKind::Reading;
+    let want = [
+        ("orders|size.count|", running),
+        ("orders|size.sum|", running),
+        ("orders|batch.count|", reading),
+        ("orders|batch.sum|", reading),
+        ("orders|latency.count|", running),
+        ("orders|latency.sum|", running),
+        ("orders|latency.quantile|quantile=0.5", reading),
+    ]
+    .map(|(key, kind)| (key.to_owned(), kind));
+    assert_eq!(got, want);
+}

@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::Exemplar;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Exemplar};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
@@ -69,11 +69,13 @@ pub struct RawMetrics {
     missing_value_points: u64,
 }
 
-/// One `Metric`: its resource and where its name is.
+/// One `Metric`: its resource, where its name is, and whether its values are running totals.
 #[derive(Debug, Clone, PartialEq)]
 struct RawMetric {
     resource: usize,
     name: Range<usize>,
+    /// A monotonic sum of cumulative temporality.
+    running_total: bool,
 }
 
 /// One number data point.
@@ -97,6 +99,8 @@ pub(crate) struct PointView<'a> {
     pub(crate) name: &'a str,
     /// The encoded attribute fields of the point (see [`RawMetrics::attributes`]).
     pub(crate) attributes: &'a [u8],
+    /// The point's metric is a monotonic cumulative sum: its values are running totals.
+    pub(crate) running_total: bool,
     pub(crate) point: RawPoint,
 }
 
@@ -151,6 +155,7 @@ impl RawMetrics {
                 resource: metric.map_or(0, |m| m.resource),
                 name,
                 attributes,
+                running_total: metric.is_some_and(|m| m.running_total),
                 point: *point,
             }
         })
@@ -304,6 +309,7 @@ impl Scan<'_> {
         self.metrics.push(RawMetric {
             resource,
             name: 0..0,
+            running_total: false,
         });
         let mut data_fields = 0;
         let (mut points, mut missing_value) = (0, 0);
@@ -319,9 +325,10 @@ impl Scan<'_> {
                 5 | 7 => {
                     data_fields += 1;
                     let range = fields.message(wire_type)?;
-                    let (count, missing) = self.number_points(tag == 7, index, range)?;
-                    points += count;
-                    missing_value += missing;
+                    let scanned = self.number_points(tag == 7, index, range)?;
+                    points += scanned.points;
+                    missing_value += scanned.missing_value;
+                    self.metrics[index].running_total = scanned.running_total;
                 }
                 9..=11 => {
                     // Histograms and summaries go through prost; only the framing is checked.
@@ -347,15 +354,17 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// Scans a `Gauge` or a `Sum` (both hold their points in field 1); returns how many points it
-    /// has, and how many of them have no value.
+    /// Scans a `Gauge` or a `Sum` (both hold their points in field 1).
     fn number_points(
         &mut self,
         is_sum: bool,
         metric: usize,
         range: Range<usize>,
-    ) -> Result<(u64, u64), Malformed> {
+    ) -> Result<NumberPoints, Malformed> {
         let (mut points, mut missing_value) = (0, 0);
+        // Sum.aggregation_temporality and Sum.is_monotonic (the last occurrence counts, as in
+        // prost).
+        let (mut temporality, mut monotonic) = (0, false);
         let mut fields = Fields::new(self.body, range);
         while let Some((tag, wire_type)) = fields.next_key()? {
             match tag {
@@ -371,13 +380,29 @@ impl Scan<'_> {
                     self.points.push(point);
                 }
                 // Sum.aggregation_temporality (enum) and Sum.is_monotonic (bool).
-                2 if is_sum => fields.varint(wire_type)?,
-                3 if is_sum => fields.varint(wire_type)?,
+                2 if is_sum => temporality = fields.varint_value(wire_type)?,
+                3 if is_sum => monotonic = fields.varint_value(wire_type)? != 0,
                 _ => fields.skip(wire_type, tag)?,
             }
         }
-        Ok((points, missing_value))
+        Ok(NumberPoints {
+            points,
+            missing_value,
+            running_total: monotonic && temporality == CUMULATIVE,
+        })
     }
+}
+
+/// `AggregationTemporality::Cumulative` on the wire.
+const CUMULATIVE: u64 = AggregationTemporality::Cumulative as u64;
+
+/// What [`Scan::number_points`] found in a `Gauge` or `Sum`.
+struct NumberPoints {
+    points: u64,
+    /// Points without a value.
+    missing_value: u64,
+    /// The sum is monotonic and cumulative: its values are running totals.
+    running_total: bool,
 }
 
 /// Estimates how many items like the first one (its content at `first`) the rest of a body of

@@ -594,3 +594,105 @@ fn a_lesser_repeat_within_a_few_hundred_points_stays_part_of_the_episode() {
         .repeat_margin(10.0);
     assert_eq!(alerts(shorter), vec![500, 620, 2120]);
 }
+
+/// Running totals of a counter rising by `rate` per second give or take noise, one point every
+/// `STEP_MS`.
+fn noisy_totals(seed: u64, n: usize, rate: f64) -> Vec<f64> {
+    let mut total = 1_000.0;
+    gaussian_noise(seed, n)
+        .iter()
+        .map(|x| {
+            total += (rate + 0.05 * rate * x).max(0.0) * (STEP_MS / 1000) as f64;
+            total
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_total_is_scored_by_its_rate_and_a_stall_alerts() {
+    let mut totals = noisy_totals(11, 300, 50.0);
+    // The counter stops at point 250 for good.
+    for i in 250..300 {
+        totals[i] = totals[249];
+    }
+    let mut bank = bank();
+    let points: Vec<ScoredPoint> = totals
+        .iter()
+        .enumerate()
+        .map(|(i, &total)| bank.observe_total("c", i as i64 * STEP_MS, total))
+        .collect();
+    // The first point only starts the first rate.
+    assert_eq!(points[0].score, 0.0);
+    // A rising ramp is not news while its rate holds.
+    assert!(points[1..250].iter().all(|p| !p.is_anomaly));
+    let stall = &points[250];
+    assert!(stall.is_anomaly, "{stall:?}");
+    assert_eq!(stall.explanation.feature, RATE_FEATURE);
+    assert_eq!(stall.explanation.actual, 0.0);
+    assert!(
+        (stall.explanation.typical - 50.0).abs() < 5.0,
+        "{:?}",
+        stall.explanation
+    );
+    assert_eq!(stall.explanation.direction, Direction::Down);
+    // The same totals scored as plain values follow the ramp and see nothing at the stall.
+    let mut plain = bank_with_records_off();
+    let as_values: Vec<ScoredPoint> = totals
+        .iter()
+        .enumerate()
+        .map(|(i, &total)| plain.observe("c", i as i64 * STEP_MS, total))
+        .collect();
+    assert!(!as_values[250].is_anomaly, "{:?}", as_values[250]);
+}
+
+/// A bank whose model has no record floor (a ramp beats its records at every point).
+fn bank_with_records_off() -> SeriesBank {
+    let model = RobustBaselineParams::default().record_gain(0.0);
+    SeriesBank::new(SeriesBank::params().model(model).check().unwrap())
+}
+
+#[test]
+fn a_reset_or_an_out_of_order_total_starts_the_next_rate_unscored() {
+    let mut bank = bank();
+    let steady: Vec<f64> = (0..100).map(|i| 1_000.0 + 500.0 * i as f64).collect();
+    for (i, &total) in steady.iter().enumerate() {
+        bank.observe_total("c", i as i64 * STEP_MS, total);
+    }
+    let t = 100 * STEP_MS;
+    // The process restarted: the total fell. No rate, no alert, and the next rate starts here.
+    let reset = bank.observe_total("c", t, 30.0);
+    assert_eq!((reset.score, reset.is_anomaly), (0.0, false));
+    assert_eq!(reset.explanation.feature, RATE_FEATURE);
+    let after = bank.observe_total("c", t + STEP_MS, 530.0);
+    assert!(!after.is_anomaly, "{after:?}");
+    assert_eq!(after.explanation.actual, 50.0);
+    // A point older than the last one (a late retry) starts the next rate too...
+    let late = bank.observe_total("c", t - STEP_MS, 400.0);
+    assert_eq!((late.score, late.is_anomaly), (0.0, false));
+    // ...which is then the rate over the longer span, still 50 a second.
+    let next = bank.observe_total("c", t + 2 * STEP_MS, 400.0 + 3.0 * 500.0);
+    assert_eq!(next.explanation.actual, 50.0);
+    assert!(!next.is_anomaly, "{next:?}");
+    // A non-finite total scores 0 and leaves the baseline alone.
+    let broken = bank.observe_total("c", t + 3 * STEP_MS, f64::NAN);
+    assert_eq!((broken.score, broken.is_anomaly), (0.0, false));
+    let resumed = bank.observe_total("c", t + 4 * STEP_MS, 1_900.0 + 2.0 * 500.0);
+    assert_eq!(resumed.explanation.actual, 50.0);
+}
+
+#[test]
+fn running_totals_through_handles_score_exactly_as_through_keys() {
+    let totals = noisy_totals(12, 400, 20.0);
+    let (mut by_key, mut by_handle) = (bank(), bank());
+    let id = by_handle.handle("c");
+    for (i, &total) in totals.iter().enumerate() {
+        // Now and then a reset, to cover the baseline path too.
+        let total = if i % 97 == 96 { 0.0 } else { total };
+        let timestamp_ms = i as i64 * STEP_MS;
+        let expected = by_key.observe_total("c", timestamp_ms, total);
+        let point = by_handle
+            .observe_total_id(id, timestamp_ms, total)
+            .expect("the only series is never evicted");
+        assert_eq!(point, expected, "point {i}");
+    }
+}
