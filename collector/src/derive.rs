@@ -249,23 +249,62 @@ impl SeriesTable {
 }
 
 /// Service name and resource-level stage refinement of one resource.
+#[derive(Debug)]
 struct ResourceContext {
     service: String,
     refinement: Option<String>,
 }
 
-impl ResourceContext {
-    /// The contexts of the `count` resources of a scanned request, decoded by `resource`.
-    fn all(
+/// The contexts of the resources of scanned requests, by the resource's bytes: a client sends
+/// the same resource in every request, and decoding it (with prost, every attribute allocated)
+/// cost as much as deriving several of its data points. The stage attributes are fixed for the
+/// deriver's life, so the same bytes always give the same context. Bounded: starts over when
+/// full.
+#[derive(Debug, Default)]
+struct ResourceContexts {
+    by_bytes: HashMap<Box<[u8]>, Arc<ResourceContext>>,
+}
+
+/// Most resource contexts remembered.
+const RESOURCE_CONTEXTS_MAX: usize = 1024;
+
+impl ResourceContexts {
+    /// The contexts of the `count` resources of a scanned request, whose encoded resources
+    /// `bytes` gives.
+    fn all<'a>(
+        &mut self,
         stage_attributes: &[String],
         count: usize,
-        resource: impl Fn(usize) -> Option<Resource>,
-    ) -> Vec<Self> {
+        bytes: impl Fn(usize) -> Option<&'a [u8]>,
+    ) -> Vec<Arc<ResourceContext>> {
         (0..count)
-            .map(|i| Self::new(stage_attributes, resource(i).as_ref()))
+            .map(|i| self.context(stage_attributes, bytes(i)))
             .collect()
     }
 
+    fn context(
+        &mut self,
+        stage_attributes: &[String],
+        bytes: Option<&[u8]>,
+    ) -> Arc<ResourceContext> {
+        let Some(bytes) = bytes else {
+            return Arc::new(ResourceContext::new(stage_attributes, None));
+        };
+        if let Some(context) = self.by_bytes.get(bytes) {
+            return Arc::clone(context);
+        }
+        // Checked by the scan; a failure cannot happen and reads as no resource.
+        let resource = <Resource as prost::Message>::decode(bytes).ok();
+        let context = Arc::new(ResourceContext::new(stage_attributes, resource.as_ref()));
+        if self.by_bytes.len() >= RESOURCE_CONTEXTS_MAX {
+            self.by_bytes.clear();
+        }
+        self.by_bytes.insert(bytes.into(), Arc::clone(&context));
+        context
+    }
+}
+
+impl ResourceContext {
     fn new(stage_attributes: &[String], resource: Option<&Resource>) -> Self {
         let attributes = resource.map_or(&[][..], |r| &r.attributes);
         let mut service = String::new();
@@ -302,6 +341,8 @@ pub(crate) struct Deriver {
     stage: String,
     /// Series of scanned data points, by their raw bytes.
     series_cache: SeriesCache,
+    /// Contexts of the resources of scanned requests, by their raw bytes.
+    resource_contexts: ResourceContexts,
     output_closed: bool,
 }
 
@@ -325,6 +366,7 @@ impl Deriver {
             log_records: RecordBudget::new(settings.max_log_records_per_second),
             stage: String::new(),
             series_cache: SeriesCache::new(settings.max_series),
+            resource_contexts: ResourceContexts::default(),
             output_closed: false,
             settings,
             telemetry,
@@ -554,10 +596,10 @@ impl Deriver {
     /// decoded one (same stages, counts, job runs and drops). Spans screened out at the intake
     /// (invalid trace or span id) are skipped.
     fn derive_raw_traces(&mut self, request: &RawTraces) {
-        let contexts = ResourceContext::all(
+        let contexts = self.resource_contexts.all(
             &self.settings.stage_attributes,
             request.resource_count(),
-            |i| request.resource(i),
+            |i| request.resource_bytes(i),
         );
         for view in request.spans() {
             if let Some(context) = contexts.get(view.resource) {
@@ -809,10 +851,10 @@ impl Deriver {
     /// a decoded one (same series, stages, order and drops). Points screened out at the intake
     /// (metric without a name, point without a value) are skipped.
     fn derive_raw_metrics(&mut self, request: &RawMetrics, now_ms: i64) {
-        let contexts = ResourceContext::all(
+        let contexts = self.resource_contexts.all(
             &self.settings.stage_attributes,
             request.resource_count(),
-            |i| request.resource(i),
+            |i| request.resource_bytes(i),
         );
         // The prefix of the points of the last metric: (resource, name bytes, kind) and its id.
         // The points of a metric come together and share the name's bytes.
@@ -942,10 +984,10 @@ impl Deriver {
     /// Derives the records of a scanned request: each is counted from its raw bytes (stage and
     /// severity), and only a record passed on whole is read further.
     fn derive_raw_logs(&mut self, request: &RawLogs, now_ms: i64) {
-        let contexts = ResourceContext::all(
+        let contexts = self.resource_contexts.all(
             &self.settings.stage_attributes,
             request.resource_count(),
-            |i| request.resource(i),
+            |i| request.resource_bytes(i),
         );
         for view in request.records() {
             let Some(context) = contexts.get(view.resource) else {

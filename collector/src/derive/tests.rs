@@ -1603,3 +1603,42 @@ async fn counts_and_sums_of_cumulative_histograms_and_summaries_are_running_tota
     .map(|(key, kind)| (key.to_owned(), kind));
     assert_eq!(got, want);
 }
+
+#[test]
+fn resource_contexts_are_remembered_by_their_bytes_within_a_bound() {
+    use prost::Message;
+    let stage_attributes = vec!["pipeline.stage".to_owned()];
+    let encoded = |service: &str| {
+        let mut resource = resource(service).unwrap_or_default();
+        resource.attributes.push(kv("pipeline.stage", "load"));
+        resource.encode_to_vec()
+    };
+    let mut contexts = ResourceContexts::default();
+    let (orders, billing) = (encoded("orders"), encoded("billing"));
+    let found = contexts.all(&stage_attributes, 3, |i| match i {
+        0 => Some(orders.as_slice()),
+        1 => Some(billing.as_slice()),
+        _ => None,
+    });
+    let named: Vec<(&str, Option<&str>)> = found
+        .iter()
+        .map(|c| (c.service.as_str(), c.refinement.as_deref()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("orders", Some("load")),
+            ("billing", Some("load")),
+            ("unknown_service", None)
+        ]
+    );
+    // The same bytes again: the same context, not a new decode.
+    let again = contexts.context(&stage_attributes, Some(&orders));
+    assert!(Arc::ptr_eq(&again, &found[0]));
+    assert_eq!(contexts.by_bytes.len(), 2);
+    // Many distinct resources: the map starts over rather than grow without bound.
+    for i in 0..2 * RESOURCE_CONTEXTS_MAX {
+        contexts.context(&stage_attributes, Some(&encoded(&format!("svc-{i}"))));
+        assert!(contexts.by_bytes.len() <= RESOURCE_CONTEXTS_MAX);
+    }
+}

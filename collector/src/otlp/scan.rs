@@ -126,8 +126,14 @@ impl RawMetrics {
     }
 
     /// Decodes the resource of `ResourceMetrics` number `index` (`None` without one).
+    #[cfg(test)]
     pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
         decode_resource(&self.body, &self.resources, index)
+    }
+
+    /// The encoded resource of `ResourceMetrics` number `index` (`None` without one).
+    pub(crate) fn resource_bytes(&self, index: usize) -> Option<&[u8]> {
+        resource_bytes(&self.body, &self.resources, index)
     }
 
     /// Returns the data points in request order.
@@ -211,9 +217,18 @@ type ResourceRanges = Vec<Option<Range<usize>>>;
 
 /// Decodes the resource of `Resource*` number `index` of a scanned request (`None` without one).
 fn decode_resource(body: &[u8], resources: &ResourceRanges, index: usize) -> Option<Resource> {
-    let range = resources.get(index)?.clone()?;
     // Checked by the scan; a failure here cannot happen and reads as no resource.
-    Resource::decode(body.get(range)?).ok()
+    Resource::decode(resource_bytes(body, resources, index)?).ok()
+}
+
+/// The encoded resource of `Resource*` number `index` of a scanned request (`None` without one).
+fn resource_bytes<'a>(
+    body: &'a [u8],
+    resources: &ResourceRanges,
+    index: usize,
+) -> Option<&'a [u8]> {
+    let range = resources.get(index)?.clone()?;
+    body.get(range)
 }
 
 /// Walks an export request down to its items, the part the three scans share: each
@@ -242,7 +257,7 @@ fn walk_request(
             match tag {
                 1 => {
                     let range = fields.message(wire_type)?;
-                    check_with_attributes::<Resource>(body, range.clone(), 1)?;
+                    check_repeated::<Resource>(body, range.clone(), Repeated::Resource)?;
                     merged |= resources[index].is_some();
                     resources[index] = Some(range);
                 }
@@ -252,7 +267,8 @@ fn walk_request(
                         match tag {
                             1 => {
                                 let range = scope.message(wire_type)?;
-                                check_with_attributes::<InstrumentationScope>(body, range, 3)?;
+                                let kind = Repeated::Scope;
+                                check_repeated::<InstrumentationScope>(body, range, kind)?;
                             }
                             2 => item(index, scope.message(wire_type)?)?,
                             3 => scope.string(wire_type)?,
@@ -266,6 +282,58 @@ fn walk_request(
         }
     }
     Ok((!merged).then_some(resources))
+}
+
+/// The messages a client repeats in every request: its resource and its instrumentation scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeated {
+    /// A `Resource` (attributes in field 1).
+    Resource,
+    /// An `InstrumentationScope` (attributes in field 3).
+    Scope,
+}
+
+/// Most messages of each kind a thread remembers as checked; it forgets them all beyond that.
+const CHECKED_MAX_MESSAGES: usize = 256;
+
+/// Longest message remembered as checked (a longer one is checked every time).
+const CHECKED_MAX_BYTES: usize = 2048;
+
+thread_local! {
+    /// The resources and scopes this thread found valid, by their bytes.
+    static CHECKED: std::cell::RefCell<[foldhash::HashSet<Box<[u8]>>; 2]> =
+        std::cell::RefCell::new(Default::default());
+}
+
+/// Checks a resource or scope (see [`check_with_attributes`]), skipping the check when this
+/// thread found the same bytes valid before: a client sends the same resource and scope in every
+/// request, and the check decodes them with prost (allocating every attribute). The answer
+/// depends on the bytes alone, so a remembered one is exact.
+fn check_repeated<M: Message + Default>(
+    body: &[u8],
+    range: Range<usize>,
+    kind: Repeated,
+) -> Result<(), Malformed> {
+    let (set, attributes_tag) = match kind {
+        Repeated::Resource => (0, 1),
+        Repeated::Scope => (1, 3),
+    };
+    let bytes = body.get(range.clone()).ok_or(Malformed)?;
+    if bytes.len() > CHECKED_MAX_BYTES {
+        return check_with_attributes::<M>(body, range, attributes_tag);
+    }
+    if CHECKED.with_borrow(|checked| checked[set].contains(bytes)) {
+        return Ok(());
+    }
+    check_with_attributes::<M>(body, range, attributes_tag)?;
+    CHECKED.with_borrow_mut(|checked| {
+        let known = &mut checked[set];
+        if known.len() >= CHECKED_MAX_MESSAGES {
+            known.clear();
+        }
+        known.insert(bytes.into());
+    });
+    Ok(())
 }
 
 /// Checks a message once per request with prost, and also holds the values of its attributes

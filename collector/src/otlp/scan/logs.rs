@@ -18,11 +18,10 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::attributes::{RawValue, any_value, find_attribute, key_value};
-use super::{Fields, Malformed, check_any_value, check_attribute, decode_resource, walk_request};
+use super::{Fields, Malformed, check_any_value, check_attribute, walk_request};
 
 /// Field number of `LogRecord.attributes`.
 const ATTRIBUTES_TAG: u32 = 6;
@@ -155,8 +154,17 @@ impl RawLogs {
     }
 
     /// Decodes the resource of `ResourceLogs` number `index` (`None` without one).
-    pub(crate) fn resource(&self, index: usize) -> Option<Resource> {
-        decode_resource(&self.body, &self.resources, index)
+    #[cfg(test)]
+    pub(crate) fn resource(
+        &self,
+        index: usize,
+    ) -> Option<opentelemetry_proto::tonic::resource::v1::Resource> {
+        super::decode_resource(&self.body, &self.resources, index)
+    }
+
+    /// The encoded resource of `ResourceLogs` number `index` (`None` without one).
+    pub(crate) fn resource_bytes(&self, index: usize) -> Option<&[u8]> {
+        super::resource_bytes(&self.body, &self.resources, index)
     }
 
     /// Returns the records screening keeps, in request order.

@@ -369,3 +369,26 @@ fn large_requests_are_scanned_like_prost_decodes_them() {
     assert!(same(&flatten_scanned(&raw), &flatten_decoded(&request)));
     assert_eq!(raw.point_count(), 300);
 }
+
+#[test]
+fn a_resource_checked_before_is_taken_again_and_a_changed_one_is_checked_anew() {
+    let request = metrics("shop", vec![gauge("g", vec![gauge_point(vec![], 1.0)])]);
+    let body = request.encode_to_vec();
+    // The service name's bytes, made invalid UTF-8.
+    let at = body
+        .windows(4)
+        .position(|w| w == b"shop")
+        .expect("the resource holds the service name");
+    let mut broken = body.clone();
+    broken[at] = 0xff;
+    for _ in 0..2 {
+        let raw = scan_metrics(Bytes::from(body.clone())).unwrap().unwrap();
+        assert_eq!(raw.resource(0), request.resource_metrics[0].resource);
+        assert_eq!(scan_metrics(Bytes::from(broken.clone())), Err(Malformed));
+    }
+    // Prost refuses the broken one too, naming the field.
+    let err = decode_request(SignalKind::Metrics, Encoding::Protobuf, Bytes::from(broken))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Resource.attributes"), "{err}");
+}

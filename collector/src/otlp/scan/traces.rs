@@ -105,6 +105,11 @@ impl RawTraces {
         decode_resource(&self.body, &self.resources, index)
     }
 
+    /// The encoded resource of `ResourceSpans` number `index` (`None` without one).
+    pub(crate) fn resource_bytes(&self, index: usize) -> Option<&[u8]> {
+        super::resource_bytes(&self.body, &self.resources, index)
+    }
+
     /// Returns the spans screening keeps, in request order.
     pub(crate) fn spans(&self) -> impl Iterator<Item = SpanView<'_>> + '_ {
         self.spans
