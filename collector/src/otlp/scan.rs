@@ -488,6 +488,18 @@ fn number_data_point(
     metric: usize,
     range: Range<usize>,
 ) -> Result<RawPoint, Malformed> {
+    match plain_number_point(body, metric, range.clone()) {
+        Some(point) => Ok(point),
+        None => any_number_point(body, metric, range),
+    }
+}
+
+/// Reads a number data point field by field, whatever their order and shape.
+fn any_number_point(
+    body: &[u8],
+    metric: usize,
+    range: Range<usize>,
+) -> Result<RawPoint, Malformed> {
     let mut point = RawPoint {
         metric,
         attributes_start: range.start,
@@ -535,6 +547,66 @@ fn number_data_point(
         }
     }
     Ok(point)
+}
+
+/// Reads a number data point of the usual shape, as SDKs encode it: fields in number order, each
+/// at most once, with one-byte keys: start time, time, a double or an int value, then attributes
+/// of the plain shape ([`is_plain_attribute`]) and possibly flags (one byte). Such a point is
+/// valid, and its fields mean what [`number_data_point`]'s loop would read; any other shape is
+/// `None` and left to that loop, which takes or refuses it as prost does.
+#[inline(always)]
+fn plain_number_point(body: &[u8], metric: usize, range: Range<usize>) -> Option<RawPoint> {
+    /// A fixed64 field with one-byte key `key` at the front of `rest`, if there is one.
+    fn fixed64(rest: &mut &[u8], key: u8) -> Option<u64> {
+        let [found, tail @ ..] = *rest else {
+            return None;
+        };
+        if *found != key {
+            return None;
+        }
+        let (value, tail) = tail.split_first_chunk::<8>()?;
+        *rest = tail;
+        Some(u64::from_le_bytes(*value))
+    }
+    let bytes = body.get(range.clone())?;
+    let mut rest = bytes;
+    // NumberDataPoint fields: start_time_unix_nano (2), time_unix_nano (3), as_double (4),
+    // as_int (6), all fixed64; attributes (7, length-delimited); flags (8, varint).
+    let _start_time = fixed64(&mut rest, 0x11);
+    let time_unix_nano = fixed64(&mut rest, 0x19).unwrap_or(0);
+    let value = match fixed64(&mut rest, 0x21) {
+        Some(bits) => Some(f64::from_bits(bits)),
+        None => fixed64(&mut rest, 0x31).map(|bits| bits as i64 as f64),
+    };
+    let attributes_start = range.start + (bytes.len() - rest.len());
+    let mut attributes_end = range.start;
+    while let [0x3a, len, tail @ ..] = rest {
+        if *len >= 0x80 {
+            return None;
+        }
+        let (attribute, tail) = tail.split_at_checked(usize::from(*len))?;
+        if !is_plain_attribute(attribute) {
+            return None;
+        }
+        rest = tail;
+        attributes_end = range.start + (bytes.len() - rest.len());
+    }
+    match rest {
+        [] | [0x40, 0..0x80] => {}
+        _ => return None,
+    }
+    let has_attributes = attributes_end != range.start;
+    Some(RawPoint {
+        metric,
+        attributes_start: if has_attributes {
+            attributes_start
+        } else {
+            range.start
+        },
+        attributes_end,
+        time_unix_nano,
+        value,
+    })
 }
 
 /// Checks a message the scan does not walk (rare or once per request) by decoding it.

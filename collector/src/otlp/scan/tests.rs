@@ -392,3 +392,69 @@ fn a_resource_checked_before_is_taken_again_and_a_changed_one_is_checked_anew() 
         .to_string();
     assert!(err.contains("Resource.attributes"), "{err}");
 }
+
+#[test]
+fn the_usual_point_shape_is_read_as_the_field_loop_reads_it() {
+    use opentelemetry_proto::tonic::common::v1::ArrayValue;
+    use opentelemetry_proto::tonic::metrics::v1::{Exemplar, NumberDataPoint};
+    let partition = KeyValue {
+        key: "partition".to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(3)),
+        }),
+        ..Default::default()
+    };
+    let plain = vec![kv("pipeline.stage", "load"), partition];
+    let nested = KeyValue {
+        key: "tags".to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue::default())),
+        }),
+        ..Default::default()
+    };
+    let point = |attributes: Vec<KeyValue>, value, start, time, flags, exemplars| NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        value,
+        flags,
+        exemplars,
+    };
+    let double = Some(number_data_point::Value::AsDouble(2.5));
+    let int = Some(number_data_point::Value::AsInt(-7));
+    let mut encodings: Vec<(Vec<u8>, bool)> = [
+        (point(plain.clone(), double, 1, 2, 0, vec![]), true),
+        (point(plain.clone(), int, 0, 2, 1, vec![]), true),
+        (point(vec![], None, 0, 0, 0, vec![]), true),
+        (point(plain.clone(), None, 5, 0, 0, vec![]), true),
+        // Not the usual shape: the field loop reads them.
+        (point(vec![nested], double, 1, 2, 0, vec![]), false),
+        (
+            point(plain.clone(), double, 1, 2, 0, vec![Exemplar::default()]),
+            false,
+        ),
+        (point(plain.clone(), double, 1, 2, 300, vec![]), false),
+    ]
+    .into_iter()
+    .map(|(point, usual)| (point.encode_to_vec(), usual))
+    .collect();
+    // Fields out of number order, and a time sent twice (the last one counts).
+    let mut reordered = point(vec![], double, 0, 9, 0, vec![]).encode_to_vec();
+    reordered.extend(point(plain.clone(), None, 0, 0, 0, vec![]).encode_to_vec());
+    reordered.extend(point(vec![], None, 0, 4, 0, vec![]).encode_to_vec());
+    encodings.push((reordered, false));
+    for (i, (bytes, usual)) in encodings.iter().enumerate() {
+        let range = 0..bytes.len();
+        let read = any_number_point(bytes, 0, range.clone()).expect("a valid point");
+        let fast = plain_number_point(bytes, 0, range.clone());
+        assert_eq!(fast.is_some(), *usual, "encoding {i}");
+        if let Some(fast) = fast {
+            assert_eq!(fast, read, "encoding {i}");
+        }
+        assert_eq!(
+            number_data_point(bytes, 0, range).unwrap(),
+            read,
+            "encoding {i}"
+        );
+    }
+}
