@@ -266,7 +266,7 @@ struct ResourceContexts {
 }
 
 /// Most resource contexts remembered.
-const RESOURCE_CONTEXTS_MAX: usize = 1024;
+const RESOURCE_CONTEXTS_MAX: usize = 256;
 
 impl ResourceContexts {
     /// The contexts of the `count` resources of a scanned request, whose encoded resources

@@ -205,8 +205,11 @@ impl Sender {
             }
         };
         let mut connection: Option<Connection> = None;
-        // Senders start at different points of the request pool.
-        let mut index = self.id * 7919;
+        // Sender `id` sends the requests `id`, `id + senders`, ... of the pool, in order: with
+        // the default eight senders, one service each (as each exporter sends its own), so every
+        // series arrives in time order (a counter's totals rise from point to point) until the
+        // pool starts over.
+        let mut index = self.id;
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(pacer) = pacer.as_mut() {
                 pacer.tick().await;
@@ -240,7 +243,7 @@ impl Sender {
                     conn.send(signal, body.clone()).await
                 }
             };
-            index += 1;
+            index += self.senders;
             match result {
                 Ok(Answer::Accepted { rejected_items }) => {
                     let c = &self.counters;

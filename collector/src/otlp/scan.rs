@@ -293,11 +293,12 @@ enum Repeated {
     Scope,
 }
 
-/// Most messages of each kind a thread remembers as checked; it forgets them all beyond that.
-const CHECKED_MAX_MESSAGES: usize = 256;
+/// Most messages of each kind a thread remembers as checked; it forgets them all beyond that
+/// (with the length limit below, at most 128 KiB per thread).
+const CHECKED_MAX_MESSAGES: usize = 64;
 
 /// Longest message remembered as checked (a longer one is checked every time).
-const CHECKED_MAX_BYTES: usize = 2048;
+const CHECKED_MAX_BYTES: usize = 1024;
 
 thread_local! {
     /// The resources and scopes this thread found valid, by their bytes.
