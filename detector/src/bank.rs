@@ -436,7 +436,8 @@ impl SeriesBank {
         }
         match slot.last_total.replace((timestamp_ms, total)) {
             Some((previous_ms, previous)) if timestamp_ms > previous_ms && total >= previous => {
-                let seconds = (timestamp_ms - previous_ms) as f64 / 1000.0;
+                // Later, so positive; `abs_diff` cannot overflow whatever the two times are.
+                let seconds = timestamp_ms.abs_diff(previous_ms) as f64 / 1000.0;
                 let rate = (total - previous) / seconds;
                 self.observe_slot(slot_index, timestamp_ms, rate, RATE_FEATURE)
             }

@@ -673,6 +673,12 @@ fn a_reset_or_an_out_of_order_total_starts_the_next_rate_unscored() {
     let next = bank.observe_total("c", t + 2 * STEP_MS, 400.0 + 3.0 * 500.0);
     assert_eq!(next.explanation.actual, 50.0);
     assert!(!next.is_anomaly, "{next:?}");
+    // Times as far apart as an i64 allows: a rate, no overflow.
+    let mut far = SeriesBank::new(SeriesBank::params().check().unwrap());
+    far.observe_total("c", i64::MIN, 0.0);
+    let apart = far.observe_total("c", i64::MAX, 1e6);
+    assert_eq!(apart.score, 0.0, "warming up");
+    assert!(apart.explanation.actual > 0.0 && apart.explanation.actual < 1e-9);
     // A non-finite total scores 0 and leaves the baseline alone.
     let broken = bank.observe_total("c", t + 3 * STEP_MS, f64::NAN);
     assert_eq!((broken.score, broken.is_anomaly), (0.0, false));
