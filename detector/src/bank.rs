@@ -415,7 +415,7 @@ impl SeriesBank {
         timestamp_ms: i64,
         total: f64,
     ) -> Option<ScoredPoint> {
-        if self.generations.get(id.slot) != Some(&id.generation) {
+        if !self.is_current(id) {
             return None;
         }
         Some(self.observe_total_slot(id.slot, timestamp_ms, total))
@@ -497,15 +497,20 @@ impl SeriesBank {
         timestamp_ms: i64,
         value: f64,
     ) -> Option<ScoredPoint> {
-        if self.generations.get(id.slot) != Some(&id.generation) {
+        if !self.is_current(id) {
             return None;
         }
         Some(self.observe_slot(id.slot, timestamp_ms, value, VALUE_FEATURE))
     }
 
+    /// Returns whether handle `id` still names the series it was taken for (not evicted since).
+    fn is_current(&self, id: SeriesId) -> bool {
+        self.generations.get(id.slot) == Some(&id.generation)
+    }
+
     /// Returns the key of the series of handle `id`, `None` when the handle is stale.
     pub fn key_of(&self, id: SeriesId) -> Option<&str> {
-        if self.generations.get(id.slot) != Some(&id.generation) {
+        if !self.is_current(id) {
             return None;
         }
         self.slots.get(id.slot).map(|slot| &*slot.key)
