@@ -21,7 +21,7 @@ use crate::detect::stages::StageScorer;
 use crate::detect::{LogFeed, Suppressor};
 use crate::shared_series::SharedSeriesMap;
 use crate::sink::elasticsearch::{EsDocument, Redactor, SinkInput};
-use crate::sink::local::{LogChunk, StoreBatch};
+use crate::sink::local::{LogChunk, LogChunkEncoder, StoreBatch};
 use crate::telemetry::{AppTelemetry, ReasonLabel};
 
 /// Maps the `[detector]` section onto the detector's parameters.
@@ -157,9 +157,21 @@ pub fn redact_logs(redactor: &Redactor, logs: &mut [LogRecord]) {
     }
 }
 
-/// Encodes the store's log records; records that cannot be encoded are counted as dropped.
-fn encode_log_chunks(records: &[LogRecord], telemetry: &AppTelemetry) -> Vec<LogChunk> {
-    match LogChunk::encode(records) {
+/// Encodes the store's log records with the loop's encoder (made at the first records);
+/// records that cannot be encoded are counted as dropped.
+fn encode_log_chunks(
+    encoder: &mut Option<LogChunkEncoder>,
+    records: &[LogRecord],
+    telemetry: &AppTelemetry,
+) -> Vec<LogChunk> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let encoded = match encoder {
+        Some(encoder) => encoder.encode(records),
+        None => LogChunkEncoder::new().and_then(|made| encoder.insert(made).encode(records)),
+    };
+    match encoded {
         Ok(chunks) => chunks,
         Err(err) => {
             warn!(error = %err, records = records.len(), "log records cannot be encoded; not stored");
@@ -264,6 +276,7 @@ pub async fn run_detector(detector: DetectorLoop) {
     } = detector;
     info!("detector started");
     let mut handles = SeriesHandles::new(bank.hyperparams().max_series());
+    let mut encoder = None;
     let mut store_closed = false;
     while let Some(signals) = input.recv().await {
         telemetry.pipeline_queue_depth.set(input.len() as i64);
@@ -286,7 +299,7 @@ pub async fn run_detector(detector: DetectorLoop) {
             Some(feed) if !records.is_empty() => {
                 redact_logs(&redactor, &mut records);
                 let keep = log_limit.allow(records.len(), Instant::now());
-                batch.log_chunks = encode_log_chunks(&records[..keep], &telemetry);
+                batch.log_chunks = encode_log_chunks(&mut encoder, &records[..keep], &telemetry);
                 let removed = records.len() - keep;
                 // Every record is offered to the log detector (which never blocks and applies
                 // its own cap).
@@ -296,7 +309,7 @@ pub async fn run_detector(detector: DetectorLoop) {
             _ => {
                 let removed = log_limit.apply(&mut records, Instant::now());
                 redact_logs(&redactor, &mut records);
-                batch.log_chunks = encode_log_chunks(&records, &telemetry);
+                batch.log_chunks = encode_log_chunks(&mut encoder, &records, &telemetry);
                 removed
             }
         };

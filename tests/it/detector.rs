@@ -416,6 +416,13 @@ async fn a_counter_that_stops_is_an_anomaly_of_its_rate_and_its_totals_are_store
     let mut values: Vec<f64> = stored.iter().map(|p| p.value).collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, totals);
+    // The series API says the values are a running total.
+    let listed = pipewarden
+        .get_json("/api/v1/series?stage=shop%2Fingest&name=rows.processed")
+        .await;
+    let series = listed["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{listed}");
+    assert_eq!(series[0]["kind"], "running_total", "{listed}");
 }
 
 #[test]

@@ -60,12 +60,27 @@ async fn ui_renders_stages_from_the_api_in_chromium() {
         }
     })
     .await;
+    // The stage's derived series, listed with their kind.
+    let listed = eventually("a series stored", DEADLINE, || async {
+        let (_, body) = pipewarden.try_get_json("/api/v1/series").await?;
+        match body["series"].as_array() {
+            Some(series) if !series.is_empty() => Ok(series[0].clone()),
+            _ => Err(format!("{body}")),
+        }
+    })
+    .await;
 
     let url = pipewarden.web_url("/");
     let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
         .await
         .unwrap();
     assert!(dom.contains("<title>pipewarden</title>"), "{dom}");
+    let series_row = format!(
+        "<td>{}</td><td>{}</td>",
+        listed["key"].as_str().unwrap(),
+        listed["kind"].as_str().unwrap()
+    );
+    assert!(dom.contains(&series_row), "{series_row} missing:\n{dom}");
     // Rendered by the page's script from /api/v1/stages and /readyz, not present in the HTML.
     assert!(
         dom.contains("<td>ui-check/render</td>"),

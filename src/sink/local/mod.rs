@@ -14,7 +14,7 @@ mod write;
 
 pub use probe::{ProbeCounts, ProbeStore, ProbeSummary};
 pub use read::{AnomalyRow, PointRow, SeriesRow, StageRow, StageTotals, StoreReader};
-pub use write::{LogChunk, StoreBatch, StoreLimits, StoreWriter, now_ms};
+pub use write::{LogChunk, LogChunkEncoder, StoreBatch, StoreLimits, StoreWriter, now_ms};
 
 use std::path::{Path, PathBuf};
 

@@ -49,6 +49,9 @@ pub struct SeriesRow {
     pub name: String,
     /// Attributes as a JSON object.
     pub attributes: serde_json::Value,
+    /// `reading`, or `running_total` (a cumulative counter: values are stored as sent, the
+    /// detector scores their rate per second).
+    pub kind: String,
     /// Points stored.
     pub points: u64,
 }
@@ -205,7 +208,7 @@ impl StoreReader {
             let mut stmt = c.prepare(
                 "SELECT s.key, s.stage, s.name, s.attributes,
                         (SELECT COALESCE(SUM(p.count), 0) FROM series_points p
-                         WHERE p.series_id = s.id)
+                         WHERE p.series_id = s.id), s.kind
                  FROM series s
                  WHERE (?1 IS NULL OR s.stage = ?1) AND (?2 IS NULL OR s.name = ?2)
                  ORDER BY s.key LIMIT ?3",
@@ -218,6 +221,7 @@ impl StoreReader {
                     name: r.get(2)?,
                     attributes: serde_json::from_str(&attributes)
                         .unwrap_or(serde_json::Value::Null),
+                    kind: r.get(5)?,
                     points: r.get::<_, i64>(4)? as u64,
                 })
             })?

@@ -11,7 +11,9 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             key TEXT NOT NULL UNIQUE,
             stage TEXT NOT NULL,
             name TEXT NOT NULL,
-            attributes TEXT NOT NULL
+            attributes TEXT NOT NULL,
+            -- 'reading' or 'running_total' (the detector scores a running total's rate).
+            kind TEXT NOT NULL DEFAULT 'reading'
         );
         CREATE INDEX IF NOT EXISTS series_stage ON series (stage, name);
         -- One row per series and time bucket (`store.point_resolution`): every point of the
@@ -111,7 +113,25 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         );
         ",
     )?;
+    migrate_series_kind(conn)?;
     migrate_log_rows(conn)
+}
+
+/// Stores written before series had a kind get the column, every series a reading (as they
+/// were scored then) until its next point says otherwise.
+fn migrate_series_kind(conn: &Connection) -> rusqlite::Result<()> {
+    let has_kind: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('series') WHERE name = 'kind'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_kind == 0 {
+        conn.execute(
+            "ALTER TABLE series ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'",
+            [],
+        )?;
+    }
+    Ok(())
 }
 
 /// Stores written before log chunks kept one row per record in `logs`: those rows become

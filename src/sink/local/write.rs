@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
 use pipewarden_collector::kafka_lag::LagReport;
-use pipewarden_collector::{LogRecord, SignalBatch};
+use pipewarden_collector::{LogRecord, SeriesKind, SignalBatch};
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -77,12 +77,35 @@ pub enum LogChunkError {
     ColumnType(rusqlite::types::Type),
 }
 
-impl LogChunk {
+/// Encodes log records into [`LogChunk`]s, reusing one zstd compression context: creating a
+/// context per chunk (and zeroing its tables) cost more than compressing a small chunk.
+pub struct LogChunkEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl std::fmt::Debug for LogChunkEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogChunkEncoder").finish_non_exhaustive()
+    }
+}
+
+impl LogChunkEncoder {
+    /// An encoder at the store's compression level.
+    ///
+    /// # Errors
+    /// When zstd cannot create a compression context (out of memory).
+    pub fn new() -> Result<Self, LogChunkError> {
+        Ok(Self {
+            compressor: zstd::bulk::Compressor::new(LOG_CHUNK_ZSTD_LEVEL)
+                .map_err(LogChunkError::Zstd)?,
+        })
+    }
+
     /// Encodes `logs` as one chunk per stage (stages in order of first appearance).
     ///
     /// # Errors
     /// When a record cannot be encoded as JSON, or zstd fails.
-    pub fn encode(logs: &[LogRecord]) -> Result<Vec<LogChunk>, LogChunkError> {
+    pub fn encode(&mut self, logs: &[LogRecord]) -> Result<Vec<LogChunk>, LogChunkError> {
         // Records grouped by stage, stages in order of first appearance.
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut groups: Vec<Vec<&LogRecord>> = Vec::new();
@@ -100,11 +123,23 @@ impl LogChunk {
                 min_ts_ms: records.iter().map(|l| l.timestamp_ms).min().unwrap_or(0),
                 max_ts_ms: records.iter().map(|l| l.timestamp_ms).max().unwrap_or(0),
                 count: records.len(),
-                compressed: zstd::bulk::compress(&to_json(&records)?, LOG_CHUNK_ZSTD_LEVEL)
+                compressed: self
+                    .compressor
+                    .compress(&to_json(&records)?)
                     .map_err(LogChunkError::Zstd)?,
             });
         }
         Ok(chunks)
+    }
+}
+
+impl LogChunk {
+    /// Encodes `logs` as one chunk per stage with a one-off [`LogChunkEncoder`].
+    ///
+    /// # Errors
+    /// When a record cannot be encoded as JSON, or zstd fails.
+    pub fn encode(logs: &[LogRecord]) -> Result<Vec<LogChunk>, LogChunkError> {
+        LogChunkEncoder::new()?.encode(logs)
     }
 
     /// Decodes the `records` column of a stored chunk: a zstd frame of the JSON array, or the
@@ -480,7 +515,8 @@ impl WriteCounts {
 #[derive(Debug)]
 pub(crate) struct SeriesIds {
     shared: SharedSeriesMap<SharedId>,
-    by_key: HashMap<String, i64>,
+    /// Id and stored kind by key.
+    by_key: HashMap<String, (i64, SeriesKind)>,
 }
 
 /// What the store remembers of a shared series: its id, and where its latest point was folded
@@ -524,7 +560,14 @@ fn series_id(
     let remember = |ids: &mut SeriesIds, id| {
         ids.shared.insert(series, SharedId { id, row: u32::MAX });
     };
-    if let Some(&id) = ids.by_key.get(&series.key) {
+    if let Some(&(id, kind)) = ids.by_key.get(&series.key) {
+        // The same key sent as another kind (a gauge that became a counter): the row says
+        // what its latest points are.
+        if kind != series.kind {
+            tx.prepare_cached("UPDATE series SET kind = ?1 WHERE id = ?2")?
+                .execute(params![kind_name(series.kind), id])?;
+            ids.by_key.insert(series.key.clone(), (id, series.kind));
+        }
         remember(ids, id);
         return Ok(id);
     }
@@ -535,16 +578,30 @@ fn series_id(
         .collect();
     let attributes = serde_json::Value::Object(attributes).to_string();
     tx.prepare_cached(
-        "INSERT INTO series (key, stage, name, attributes) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO series (key, stage, name, attributes, kind) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (key) DO UPDATE SET kind = excluded.kind WHERE kind != excluded.kind",
     )?
-    .execute(params![series.key, series.stage, series.name, attributes])?;
+    .execute(params![
+        series.key,
+        series.stage,
+        series.name,
+        attributes,
+        kind_name(series.kind)
+    ])?;
     let id: i64 = tx
         .prepare_cached("SELECT id FROM series WHERE key = ?1")?
         .query_row([&series.key], |row| row.get(0))?;
-    ids.by_key.insert(series.key.clone(), id);
+    ids.by_key.insert(series.key.clone(), (id, series.kind));
     remember(ids, id);
     Ok(id)
+}
+
+/// The `kind` column's value for `kind`: its name in the API.
+fn kind_name(kind: SeriesKind) -> &'static str {
+    match kind {
+        SeriesKind::Reading => "reading",
+        SeriesKind::RunningTotal => "running_total",
+    }
 }
 
 /// The points of one transaction folded per series and time bucket, so the store writes one
@@ -1055,6 +1112,76 @@ mod tests {
         assert_eq!(series[0].points, 5, "every point is counted");
     }
 
+    /// Writes one point of series `svc|queue.depth|` of `kind` per batch, in one writer run.
+    fn write_kinds(dir: &std::path::Path, kinds: &[SeriesKind]) {
+        let writer = test_writer(dir, 1);
+        let (tx, rx) = mpsc::channel(8);
+        let thread = writer.spawn(rx);
+        let t0 = (now_ms() / 10_000 - 6) * 10_000;
+        for (i, &kind) in kinds.iter().enumerate() {
+            let mut batch = batch(&[(t0 + i as i64, 1.0)], 0.0);
+            let point = &mut batch.signals.points[0];
+            point.series = Arc::new(Series::clone(&point.series).with_kind(kind));
+            tx.blocking_send(batch).unwrap();
+        }
+        drop(tx);
+        thread.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_series_is_listed_with_the_kind_of_its_latest_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let kind_after = |kinds: &'static [SeriesKind]| {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || write_kinds(&path, kinds)
+                })
+                .await
+                .unwrap();
+                let reader = StoreReader::open(&path).unwrap();
+                let series = reader.series(None, None, 10).await.unwrap();
+                assert_eq!(series.len(), 1, "{series:?}");
+                series[0].kind.clone()
+            }
+        };
+        assert_eq!(
+            kind_after(&[SeriesKind::RunningTotal]).await,
+            "running_total"
+        );
+        // Within one run (the id cached by key) and across runs (the upsert).
+        let both = &[SeriesKind::RunningTotal, SeriesKind::Reading];
+        assert_eq!(kind_after(both).await, "reading");
+        assert_eq!(
+            kind_after(&[SeriesKind::RunningTotal]).await,
+            "running_total"
+        );
+    }
+
+    #[tokio::test]
+    async fn series_of_a_store_from_before_kinds_are_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = rusqlite::Connection::open(super::super::database_path(dir.path())).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE series (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,
+                 stage TEXT NOT NULL, name TEXT NOT NULL, attributes TEXT NOT NULL);
+             INSERT INTO series (key, stage, name, attributes)
+                 VALUES ('svc|queue.depth|', 'svc', 'queue.depth', '{}');",
+        )
+        .unwrap();
+        drop(conn);
+        drop(open_store(dir.path()).unwrap());
+        let reader = StoreReader::open(dir.path()).unwrap();
+        let series = reader.series(None, None, 10).await.unwrap();
+        assert_eq!(series.len(), 1, "{series:?}");
+        assert_eq!(
+            (series[0].key.as_str(), series[0].kind.as_str()),
+            ("svc|queue.depth|", "reading")
+        );
+    }
+
     #[tokio::test]
     async fn a_bucket_written_twice_is_merged_by_the_upsert() {
         let dir = tempfile::tempdir().unwrap();
@@ -1309,6 +1436,30 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn one_encoder_reused_encodes_each_batch_as_a_new_one_would() {
+        use rusqlite::types::ValueRef;
+        let mut encoder = LogChunkEncoder::new().unwrap();
+        // A large batch first (the context grows its tables), then small ones of two stages.
+        let batches: Vec<Vec<LogRecord>> = vec![
+            (0..2000).map(|n| log("big", n)).collect(),
+            (0..3)
+                .map(|n| log(if n % 2 == 0 { "a" } else { "b" }, n))
+                .collect(),
+            (0..50).map(|n| log("a", n)).collect(),
+        ];
+        for records in &batches {
+            let reused = encoder.encode(records).unwrap();
+            assert_eq!(reused, LogChunk::encode(records).unwrap());
+            let decoded: Vec<LogRecord> = reused
+                .iter()
+                .flat_map(|chunk| LogChunk::decode(ValueRef::Blob(&chunk.compressed)).unwrap())
+                .collect();
+            let mut expected = records.clone();
+            expected.sort_by_key(|record| record.stage != records[0].stage);
+            assert_eq!(decoded, expected);
+        }
+    }
     #[tokio::test]
     async fn log_rows_of_an_older_store_become_chunks_on_open() {
         let dir = tempfile::tempdir().unwrap();
