@@ -45,8 +45,8 @@ pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidPar
 /// taken again, so scores are exactly those of scoring by key.
 #[derive(Debug)]
 pub struct SeriesHandles {
-    /// Each series' handle, and whether its values are running totals.
-    ids: SharedSeriesMap<(SeriesId, bool)>,
+    /// Each series' handle, and the kind of its values.
+    ids: SharedSeriesMap<(SeriesId, SeriesKind)>,
 }
 
 impl SeriesHandles {
@@ -67,37 +67,38 @@ impl SeriesHandles {
         self.ids.is_empty()
     }
 
-    /// Scores `point` in `bank`, through the series' handle when it has one. A running total is
-    /// scored by its rate (see [`SeriesBank::observe_total`]).
+    /// Scores `point` in `bank`, through the series' handle when it has one. A running total or
+    /// an increment is scored by its rate (see [`SeriesBank::observe_total`] and
+    /// [`SeriesBank::observe_increment`]).
     pub fn observe(&mut self, bank: &mut SeriesBank, point: &SeriesPoint) -> ScoredPoint {
         let series = &point.series;
         let (timestamp_ms, value) = (point.timestamp_ms, point.value);
-        let by_id = |bank: &mut SeriesBank, (id, total): (SeriesId, bool)| {
-            if total {
-                bank.observe_total_id(id, timestamp_ms, value)
-            } else {
-                bank.observe_id(id, timestamp_ms, value)
+        let by_id = |bank: &mut SeriesBank, (id, kind): (SeriesId, SeriesKind)| match kind {
+            SeriesKind::Reading => bank.observe_id(id, timestamp_ms, value),
+            SeriesKind::RunningTotal => bank.observe_total_id(id, timestamp_ms, value),
+            SeriesKind::Increment => {
+                bank.observe_increment_id(id, timestamp_ms, point.start_ms, value)
             }
         };
         // A hit reads nothing of the series itself (only its address), so its memory stays
-        // cold: the handle's entry says whether the series is a running total.
+        // cold: the handle's entry says what kind the series is.
         if let Some(handle) = self.ids.get(series)
             && let Some(scored) = by_id(bank, handle)
         {
             return scored;
         }
-        let total = series.kind == SeriesKind::RunningTotal;
-        let by_key = |bank: &mut SeriesBank| {
-            if total {
-                bank.observe_total(&series.key, timestamp_ms, value)
-            } else {
-                bank.observe(&series.key, timestamp_ms, value)
+        let kind = series.kind;
+        let by_key = |bank: &mut SeriesBank| match kind {
+            SeriesKind::Reading => bank.observe(&series.key, timestamp_ms, value),
+            SeriesKind::RunningTotal => bank.observe_total(&series.key, timestamp_ms, value),
+            SeriesKind::Increment => {
+                bank.observe_increment(&series.key, timestamp_ms, point.start_ms, value)
             }
         };
-        if !SharedSeriesMap::<(SeriesId, bool)>::is_shared(series) {
+        if !SharedSeriesMap::<(SeriesId, SeriesKind)>::is_shared(series) {
             return by_key(bank);
         }
-        let handle = (bank.handle(&series.key), total);
+        let handle = (bank.handle(&series.key), kind);
         self.ids.insert(series, handle);
         match by_id(bank, handle) {
             Some(scored) => scored,
@@ -405,6 +406,7 @@ mod tests {
                         series: Arc::clone(series),
                         timestamp_ms: ts,
                         value,
+                        start_ms: 0,
                     })
                     .chain(std::iter::once(SeriesPoint::new(
                         "svc",
@@ -498,11 +500,13 @@ mod tests {
                         series: Arc::clone(&kept),
                         timestamp_ms: ts,
                         value: total,
+                        start_ms: 0,
                     },
                     SeriesPoint {
                         series: Arc::new(one_off),
                         timestamp_ms: ts,
                         value: total,
+                        start_ms: 0,
                     },
                 ]
             })
@@ -512,6 +516,31 @@ mod tests {
             .iter()
             .map(|p| by_key.observe_total(&p.series.key, p.timestamp_ms, p.value))
             .collect();
+        let expected: Vec<f64> = expected.iter().map(|p| p.score).collect();
+        let stalls = anomalies_through_handles(points, &expected);
+        // The stall (point 301 of each series) is the only anomaly of each: on the rate.
+        let at = 301 * 10_000;
+        assert_eq!(
+            stalls,
+            [
+                (at, kept.key.clone(), 0.0, RATE_FEATURE.to_owned()),
+                (
+                    at,
+                    "svc|rows_total|copy=1".to_owned(),
+                    0.0,
+                    RATE_FEATURE.to_owned()
+                ),
+            ]
+        );
+    }
+
+    /// Scores `points` through handles in a fresh bank, checks that the scores are `expected`
+    /// (those of scoring by key) and that only the shared series took a handle, and returns the
+    /// anomalies' time, series key, actual value and feature.
+    fn anomalies_through_handles(
+        points: Vec<SeriesPoint>,
+        expected: &[f64],
+    ) -> Vec<(i64, String, f64, String)> {
         let mut bank = small_bank(100);
         let mut handles = SeriesHandles::new(100);
         let batch = SignalBatch {
@@ -519,28 +548,61 @@ mod tests {
             ..SignalBatch::default()
         };
         let scored = score_batch(&mut bank, &mut handles, batch);
-        let expected_scores: Vec<f64> = expected.iter().map(|p| p.score).collect();
-        assert_eq!(scored.scores, expected_scores);
+        assert_eq!(scored.scores, expected);
         assert_eq!(handles.len(), 1);
-        // The stall (point 301 of each series) is the only anomaly of each: on the rate.
-        let stalls: Vec<(i64, &str, f64, String)> = scored
+        scored
             .anomalies
-            .iter()
-            .map(|a| {
-                (
-                    a.timestamp_ms,
-                    a.series_key.as_str(),
-                    a.actual,
-                    a.feature.clone(),
-                )
+            .into_iter()
+            .map(|a| (a.timestamp_ms, a.series_key, a.actual, a.feature))
+            .collect()
+    }
+
+    #[test]
+    fn increments_are_scored_by_their_rate_with_or_without_a_handle() {
+        let kept =
+            Arc::new(Series::new("svc", "rows_delta", vec![]).with_kind(SeriesKind::Increment));
+        // 40 rows a second, exported every 10 s as the rows since the last export (each point
+        // says where its interval starts), then none from point 300 on; a one-off series (no
+        // handle) counts the same.
+        let points: Vec<SeriesPoint> = (1..320u32)
+            .flat_map(|i| {
+                let ts = i64::from(i) * 10_000;
+                let rows = if i < 300 {
+                    4_000.0 + f64::from(i % 3)
+                } else {
+                    0.0
+                };
+                let one_off = Series::new("svc", "rows_delta", vec![("copy".into(), "1".into())])
+                    .with_kind(SeriesKind::Increment);
+                [Arc::clone(&kept), Arc::new(one_off)].map(|series| SeriesPoint {
+                    series,
+                    timestamp_ms: ts,
+                    value: rows,
+                    start_ms: ts - 10_000,
+                })
             })
             .collect();
-        let at = 301 * 10_000;
+        let mut by_key = small_bank(100);
+        let expected: Vec<f64> = points
+            .iter()
+            .map(|p| {
+                by_key
+                    .observe_increment(&p.series.key, p.timestamp_ms, p.start_ms, p.value)
+                    .score
+            })
+            .collect();
+        let stalls = anomalies_through_handles(points, &expected);
+        let at = 300 * 10_000;
         assert_eq!(
             stalls,
             [
-                (at, kept.key.as_str(), 0.0, RATE_FEATURE.to_owned()),
-                (at, "svc|rows_total|copy=1", 0.0, RATE_FEATURE.to_owned()),
+                (at, kept.key.clone(), 0.0, RATE_FEATURE.to_owned()),
+                (
+                    at,
+                    "svc|rows_delta|copy=1".to_owned(),
+                    0.0,
+                    RATE_FEATURE.to_owned()
+                ),
             ]
         );
     }

@@ -55,7 +55,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpLogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
-use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -678,6 +678,7 @@ impl Deriver {
             }),
             timestamp_ms: end_ms,
             value: latency_ms,
+            start_ms: 0,
         });
         self.pending.job_runs.push(JobRun {
             job,
@@ -722,32 +723,35 @@ impl Deriver {
                 }
             }
             Data::Sum(sum) => {
-                let kind =
-                    running_total_if(sum.is_monotonic && sum.aggregation_temporality == CUMULATIVE);
+                let temporality = i64::from(sum.aggregation_temporality);
+                let kind = SeriesKind::of_sum(sum.is_monotonic, temporality);
                 for point in sum.data_points {
                     let value = number_value(point.value);
                     let values = [(name.as_str(), value)];
-                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms)
+                        .starting(point.start_time_unix_nano);
                     self.derive_point(point_in, context, kind, &values, &[]);
                 }
             }
             Data::Histogram(histogram) => {
                 let names = CountSumNames::new(&name);
-                let kind = running_total_if(histogram.aggregation_temporality == CUMULATIVE);
+                let kind = SeriesKind::of_histogram(i64::from(histogram.aggregation_temporality));
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms)
+                        .starting(point.start_time_unix_nano);
                     self.derive_point(point_in, context, kind, values, &[]);
                 }
             }
             Data::ExponentialHistogram(histogram) => {
                 let names = CountSumNames::new(&name);
-                let kind = running_total_if(histogram.aggregation_temporality == CUMULATIVE);
+                let kind = SeriesKind::of_histogram(i64::from(histogram.aggregation_temporality));
                 for point in histogram.data_points {
                     let values = names.values(point.count, point.sum);
                     let values = &values[..if point.sum.is_some() { 2 } else { 1 }];
-                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms);
+                    let point_in = PointIn::new(&point.attributes, point.time_unix_nano, now_ms)
+                        .starting(point.start_time_unix_nano);
                     self.derive_point(point_in, context, kind, values, &[]);
                 }
             }
@@ -778,6 +782,7 @@ impl Deriver {
     ) {
         let PointIn {
             attributes,
+            start_time_unix_nano,
             time_unix_nano,
             now_ms,
         } = point;
@@ -798,6 +803,7 @@ impl Deriver {
         } else {
             nanos_to_ms(time_unix_nano)
         };
+        let start_ms = increment_start_ms(start_time_unix_nano);
         let series_attributes = series_attributes(attributes);
 
         let mut over_cap = false;
@@ -826,6 +832,11 @@ impl Deriver {
                 }),
                 timestamp_ms,
                 value,
+                start_ms: if kind == SeriesKind::Increment {
+                    start_ms
+                } else {
+                    0
+                },
             });
         };
         if let ([(name, value)], []) = (values, quantiles) {
@@ -873,14 +884,12 @@ impl Deriver {
                 view.resource,
                 view.name.as_ptr(),
                 view.name.len(),
-                view.running_total,
+                view.kind,
             );
             let prefix = match last_prefix {
                 Some((last, prefix)) if last == metric => prefix,
                 _ => {
-                    let prefix = self
-                        .series_cache
-                        .prefix(context, view.name, view.running_total);
+                    let prefix = self.series_cache.prefix(context, view.name, view.kind);
                     last_prefix = Some((metric, prefix));
                     prefix
                 }
@@ -935,10 +944,16 @@ impl Deriver {
             }
             series.admitted_in = Some(self.window_index);
         }
+        let start_ms = if series.series.kind == SeriesKind::Increment {
+            increment_start_ms(view.point.start_time_unix_nano)
+        } else {
+            0
+        };
         self.pending.points.push(SeriesPoint {
             series: Arc::clone(&series.series),
             timestamp_ms,
             value,
+            start_ms,
         });
     }
 
@@ -1241,9 +1256,9 @@ impl SeriesCache {
     }
 
     /// Returns the id of the prefix of the points of metric `name` under `context`, whose values
-    /// are running totals when `running_total`. An id is valid until the next call: starting
+    /// are of `kind`. An id is valid until the next call: starting
     /// over (when full) forgets every series with the ids.
-    fn prefix(&mut self, context: &ResourceContext, name: &str, running_total: bool) -> u32 {
+    fn prefix(&mut self, context: &ResourceContext, name: &str, kind: SeriesKind) -> u32 {
         // 0xff never occurs in UTF-8, so the parts cannot run into each other.
         let scratch = &mut self.scratch;
         scratch.clear();
@@ -1257,7 +1272,7 @@ impl SeriesCache {
             None => scratch.push(0),
         }
         scratch.push(0xff);
-        scratch.push(u8::from(running_total));
+        scratch.push(kind.code());
         scratch.extend_from_slice(name.as_bytes());
         if let Some(&id) = self.prefixes.get(self.scratch.as_slice()) {
             return id;
@@ -1272,7 +1287,7 @@ impl SeriesCache {
         let id = u32::try_from(self.prefixes.len()).unwrap_or(u32::MAX);
         self.prefixes
             .insert(self.scratch.clone().into_boxed_slice(), id);
-        self.prefix_kinds.push(running_total_if(running_total));
+        self.prefix_kinds.push(kind);
         id
     }
 
@@ -1528,14 +1543,16 @@ fn job_name(settings: &DeriveSettings, span: &Span) -> Option<String> {
 }
 
 /// A scanned metric as the points of a request name it: its resource, the address and length of
-/// its name's bytes, and whether its values are running totals.
-type MetricIdentity = (usize, *const u8, usize, bool);
+/// its name's bytes, and the kind of its values.
+type MetricIdentity = (usize, *const u8, usize, SeriesKind);
 
 /// The attributes and time of a decoded data point, and the time it is taken at when it has
 /// none.
 #[derive(Debug, Clone, Copy)]
 struct PointIn<'a> {
     attributes: &'a [KeyValue],
+    /// Start of the interval of a point of a sum or histogram (0: none).
+    start_time_unix_nano: u64,
     time_unix_nano: u64,
     now_ms: i64,
 }
@@ -1544,21 +1561,26 @@ impl<'a> PointIn<'a> {
     fn new(attributes: &'a [KeyValue], time_unix_nano: u64, now_ms: i64) -> Self {
         Self {
             attributes,
+            start_time_unix_nano: 0,
             time_unix_nano,
             now_ms,
         }
     }
+
+    fn starting(self, start_time_unix_nano: u64) -> Self {
+        Self {
+            start_time_unix_nano,
+            ..self
+        }
+    }
 }
 
-/// `AggregationTemporality::Cumulative`, as prost holds it.
-const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
-
-/// [`SeriesKind::RunningTotal`] when `running_total`, else [`SeriesKind::Reading`].
-fn running_total_if(running_total: bool) -> SeriesKind {
-    if running_total {
-        SeriesKind::RunningTotal
+/// The start of an increment's interval in Unix milliseconds (0, unknown, when not sent).
+fn increment_start_ms(start_time_unix_nano: u64) -> i64 {
+    if start_time_unix_nano == 0 {
+        0
     } else {
-        SeriesKind::Reading
+        nanos_to_ms(start_time_unix_nano)
     }
 }
 

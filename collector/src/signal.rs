@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use serde::{Deserialize, Serialize};
 
 /// The identity of a series: its key, stage, name and attributes.
@@ -26,7 +27,8 @@ pub struct Series {
     pub name: String,
     /// Attributes of the series, sorted by key.
     pub attributes: Vec<(String, String)>,
-    /// What the values are: readings, or a running total whose rate the detector scores.
+    /// What the values are: readings, or running totals or increments whose rate the detector
+    /// scores.
     #[serde(default)]
     pub kind: SeriesKind,
 }
@@ -44,6 +46,44 @@ pub enum SeriesKind {
     /// scores the total's rate per second between consecutive points (a ramp is not news, a
     /// rate that drops to zero is), as Prometheus's `rate()` reads a counter.
     RunningTotal,
+    /// Each value is the increase over its own interval, from the point's start time: a
+    /// monotonic sum of delta temporality, or the count or sum of a delta histogram. The values
+    /// are stored as sent; the detector scores each one divided by its interval, a rate per
+    /// second, so an export that covers a shorter interval (a flush at shutdown) is no drop.
+    Increment,
+}
+
+/// `AggregationTemporality` values, as on the wire.
+const DELTA: i64 = AggregationTemporality::Delta as i64;
+const CUMULATIVE: i64 = AggregationTemporality::Cumulative as i64;
+
+impl SeriesKind {
+    /// The kind of the values of a `Sum` of `temporality` (as on the wire).
+    pub(crate) fn of_sum(monotonic: bool, temporality: i64) -> Self {
+        if monotonic {
+            Self::of_histogram(temporality)
+        } else {
+            Self::Reading
+        }
+    }
+
+    /// The kind of the count and sum of a histogram of `temporality` (as on the wire).
+    pub(crate) fn of_histogram(temporality: i64) -> Self {
+        match temporality {
+            CUMULATIVE => Self::RunningTotal,
+            DELTA => Self::Increment,
+            _ => Self::Reading,
+        }
+    }
+
+    /// A byte naming the kind (in keys of caches).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Reading => 0,
+            Self::RunningTotal => 1,
+            Self::Increment => 2,
+        }
+    }
 }
 
 impl Series {
@@ -77,6 +117,10 @@ pub struct SeriesPoint {
     pub timestamp_ms: i64,
     /// Value of the point.
     pub value: f64,
+    /// Start of the interval an [`SeriesKind::Increment`] covers, Unix milliseconds; 0 when
+    /// unknown, and for the other kinds.
+    #[serde(default)]
+    pub start_ms: i64,
 }
 
 impl SeriesPoint {
@@ -92,6 +136,7 @@ impl SeriesPoint {
             series: Arc::new(Series::new(stage, name, attributes)),
             timestamp_ms,
             value,
+            start_ms: 0,
         }
     }
 }

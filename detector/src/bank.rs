@@ -267,7 +267,8 @@ struct Slot {
     /// Highest recent undamped score at or above the alert threshold (0 if none), decaying with
     /// `repeat_half_life_points`.
     peak_score: f64,
-    /// For a running total: the time and value of its last point, the start of the next rate.
+    /// For a running total or an increment: the time and value of its last point, the start of
+    /// the next rate.
     last_total: Option<(i64, f64)>,
 }
 
@@ -441,19 +442,107 @@ impl SeriesBank {
                 let rate = (total - previous) / seconds;
                 self.observe_slot(slot_index, timestamp_ms, rate, RATE_FEATURE)
             }
-            _ => {
-                // A new baseline: no rate to score.
-                let typical = slot.model.typical().unwrap_or(0.0);
-                self.touch(slot_index);
-                ScoredPoint {
-                    score: 0.0,
-                    is_anomaly: false,
-                    explanation: Explanation::unscored(RATE_FEATURE, typical, typical),
-                    continuing: false,
-                    model: RobustBaseline::NAME,
-                    model_version: RobustBaseline::VERSION,
-                }
+            // A new baseline: no rate to score.
+            _ => self.unscored_rate(slot_index),
+        }
+    }
+
+    /// Scores a point of series `key` whose value is an increment: the increase over its own
+    /// interval, from `start_ms` to `timestamp_ms` (a delta sum). What is scored is the rate per
+    /// second, `increment` over the interval, and the explanation names [`RATE_FEATURE`]. When
+    /// the start is unknown (0) or not before the time, the interval runs from the series'
+    /// previous point instead, and a first point without a start scores 0 and teaches the model
+    /// nothing (as a negative increment does). A non-finite increment scores 0 and is ignored.
+    ///
+    /// ```
+    /// use linfa::ParamGuard;
+    /// use pipewarden_detector::{RATE_FEATURE, SeriesBank};
+    ///
+    /// let mut bank = SeriesBank::new(SeriesBank::params().check()?);
+    /// // 100 events a second, exported every 10 s as the increase since the last export.
+    /// for i in 1..60 {
+    ///     bank.observe_increment("consumer|events", i * 10_000, (i - 1) * 10_000, 1_000.0);
+    /// }
+    /// // A flush 2 s after the last export: fewer events, the same rate.
+    /// let flushed = bank.observe_increment("consumer|events", 592_000, 590_000, 200.0);
+    /// assert!(!flushed.is_anomaly);
+    /// assert_eq!(flushed.explanation.actual, 100.0);
+    /// // The source stops: nothing in the next 10 s.
+    /// let stalled = bank.observe_increment("consumer|events", 602_000, 592_000, 0.0);
+    /// assert!(stalled.is_anomaly);
+    /// assert_eq!(stalled.explanation.feature, RATE_FEATURE);
+    /// # Ok::<(), pipewarden_detector::SeriesBankParamsError>(())
+    /// ```
+    pub fn observe_increment(
+        &mut self,
+        key: &str,
+        timestamp_ms: i64,
+        start_ms: i64,
+        increment: f64,
+    ) -> ScoredPoint {
+        let slot_index = self.slot_for(key);
+        self.observe_increment_slot(slot_index, timestamp_ms, start_ms, increment)
+    }
+
+    /// Scores an increment through a handle, exactly as [`SeriesBank::observe_increment`] with
+    /// the series' key does; `None` (nothing absorbed) when the handle is stale.
+    pub fn observe_increment_id(
+        &mut self,
+        id: SeriesId,
+        timestamp_ms: i64,
+        start_ms: i64,
+        increment: f64,
+    ) -> Option<ScoredPoint> {
+        if !self.is_current(id) {
+            return None;
+        }
+        Some(self.observe_increment_slot(id.slot, timestamp_ms, start_ms, increment))
+    }
+
+    /// Turns an increment into its rate over its interval and scores that (see
+    /// [`SeriesBank::observe_increment`]).
+    fn observe_increment_slot(
+        &mut self,
+        slot_index: usize,
+        timestamp_ms: i64,
+        start_ms: i64,
+        increment: f64,
+    ) -> ScoredPoint {
+        if !increment.is_finite() {
+            return self.observe_slot(slot_index, timestamp_ms, increment, RATE_FEATURE);
+        }
+        let slot = &mut self.slots[slot_index];
+        // The previous point's time (its value is not needed).
+        let previous_ms = slot
+            .last_total
+            .replace((timestamp_ms, increment))
+            .map(|(previous_ms, _)| previous_ms);
+        let from_ms = match previous_ms {
+            _ if start_ms != 0 && start_ms < timestamp_ms => Some(start_ms),
+            Some(previous_ms) if previous_ms < timestamp_ms => Some(previous_ms),
+            _ => None,
+        };
+        match from_ms {
+            Some(from_ms) if increment >= 0.0 => {
+                // Earlier, so positive; `abs_diff` cannot overflow whatever the two times are.
+                let seconds = timestamp_ms.abs_diff(from_ms) as f64 / 1000.0;
+                self.observe_slot(slot_index, timestamp_ms, increment / seconds, RATE_FEATURE)
             }
+            _ => self.unscored_rate(slot_index),
+        }
+    }
+
+    /// The score of a point that only starts the next rate: 0, the model untouched.
+    fn unscored_rate(&mut self, slot_index: usize) -> ScoredPoint {
+        let typical = self.slots[slot_index].model.typical().unwrap_or(0.0);
+        self.touch(slot_index);
+        ScoredPoint {
+            score: 0.0,
+            is_anomaly: false,
+            explanation: Explanation::unscored(RATE_FEATURE, typical, typical),
+            continuing: false,
+            model: RobustBaseline::NAME,
+            model_version: RobustBaseline::VERSION,
         }
     }
 

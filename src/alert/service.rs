@@ -815,6 +815,7 @@ mod tests {
             series: StdArc::new(Series::new("svc", name, Vec::new())),
             timestamp_ms: 1,
             value: 1.0,
+            start_ms: 0,
         };
         let mut batch = StoreBatch::default();
         batch.signals.points = vec![point("span.error_ratio"), point("queue.depth")];

@@ -138,6 +138,31 @@ fn counter(start_ns: u64, totals: &[f64]) -> ExportMetricsServiceRequest {
     })
 }
 
+/// A monotonic delta sum `rows.exported`: one point per `(start_ns, end_ns, rows)`, the rows of
+/// its own interval.
+fn delta_counter(intervals: &[(u64, u64, f64)]) -> ExportMetricsServiceRequest {
+    let data_points = intervals
+        .iter()
+        .map(|&(start_ns, end_ns, rows)| NumberDataPoint {
+            attributes: vec![otlp::string_attribute("pipeline.stage", "ingest")],
+            start_time_unix_nano: start_ns,
+            time_unix_nano: end_ns,
+            value: Some(number_data_point::Value::AsDouble(rows)),
+            ..Default::default()
+        })
+        .collect();
+    let sum = Sum {
+        data_points,
+        aggregation_temporality: AggregationTemporality::Delta as i32,
+        is_monotonic: true,
+    };
+    shop_metric(Metric {
+        name: "rows.exported".to_owned(),
+        data: Some(metric::Data::Sum(sum)),
+        ..Default::default()
+    })
+}
+
 async fn post(pipewarden: &Pipewarden, path: &str, body: Vec<u8>) {
     let answer = otlp::post(
         pipewarden.client(),
@@ -423,6 +448,64 @@ async fn a_counter_that_stops_is_an_anomaly_of_its_rate_and_its_totals_are_store
     let series = listed["series"].as_array().unwrap();
     assert_eq!(series.len(), 1, "{listed}");
     assert_eq!(series[0]["kind"], "running_total", "{listed}");
+}
+
+#[tokio::test]
+async fn a_delta_counter_is_scored_by_its_rate_so_a_short_flush_is_no_drop_but_a_stall_is() {
+    let pipewarden = Pipewarden::start().await;
+    let start = otlp::now_unix_nanos() - 2000 * 1_000_000_000;
+    let second = 1_000_000_000;
+    // 50 rows a second (500 per 10 s, give or take), exported every 10 s; then a flush 2 s
+    // later (100 rows: the same rate), then 10 s without a row.
+    let mut intervals: Vec<(u64, u64, f64)> = (0..60)
+        .map(|i| {
+            let from = start + i * 10 * second;
+            (from, from + 10 * second, 500.0 + (i % 3) as f64 * 10.0)
+        })
+        .collect();
+    let last = start + 600 * second;
+    intervals.push((last, last + 2 * second, 100.0));
+    intervals.push((last + 2 * second, last + 12 * second, 0.0));
+    post(
+        &pipewarden,
+        "/v1/metrics",
+        otlp::encode(&delta_counter(&intervals)),
+    )
+    .await;
+    let stall = wait_anomaly(&pipewarden, "the stalled delta counter's anomaly", |a| {
+        a["name"] == "rows.exported"
+    })
+    .await;
+    assert_eq!(stall["feature"], "rate_per_s", "{stall}");
+    assert_eq!(stall["actual"], 0.0, "{stall}");
+    let typical = stall["typical"].as_f64().unwrap();
+    assert!((typical - 50.0).abs() < 5.0, "{stall}");
+    let stall_ms = i64::try_from((last + 12 * second) / 1_000_000).unwrap();
+    assert_eq!(stall["timestamp_ms"], stall_ms, "{stall}");
+    // The short flush is not an anomaly: only the stall is.
+    let listed = anomalies(&pipewarden).await;
+    let on_counter = listed.iter().filter(|a| a["name"] == "rows.exported");
+    assert_eq!(on_counter.count(), 1, "{listed:?}");
+    // Every point stored (the flush may share a 10 s bucket with its neighbour), the latest as
+    // sent, and the series listed as increments.
+    let stored = eventually("the stored increments", DEADLINE, || async {
+        let points = pipewarden
+            .series_points("shop/ingest", "rows.exported")
+            .await?;
+        let count: u64 = points.iter().map(|p| p.count).sum();
+        if count == intervals.len() as u64 {
+            Ok(points)
+        } else {
+            Err(format!("{count} of {} points", intervals.len()))
+        }
+    })
+    .await;
+    let latest = stored.iter().max_by_key(|p| p.timestamp_ms).unwrap();
+    assert_eq!((latest.timestamp_ms, latest.value), (stall_ms, 0.0));
+    let listed = pipewarden
+        .get_json("/api/v1/series?stage=shop%2Fingest&name=rows.exported")
+        .await;
+    assert_eq!(listed["series"][0]["kind"], "increment", "{listed}");
 }
 
 #[test]

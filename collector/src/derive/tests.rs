@@ -1467,6 +1467,7 @@ fn sum(name: &str, temporality: i32, is_monotonic: bool) -> Metric {
         name: name.to_owned(),
         data: Some(metric::Data::Sum(Sum {
             data_points: vec![NumberDataPoint {
+                start_time_unix_nano: 1_699_999_991_000_000_000,
                 time_unix_nano: 1_700_000_001_000_000_000,
                 value: Some(number_data_point::Value::AsDouble(5.0)),
                 ..Default::default()
@@ -1478,18 +1479,22 @@ fn sum(name: &str, temporality: i32, is_monotonic: bool) -> Metric {
     }
 }
 
-/// The kind of the series of every point, by series name.
-fn kinds(batches: &[SignalBatch]) -> std::collections::BTreeMap<String, SeriesKind> {
+/// The kind of the series of every point and its start time (of increments only), by series
+/// name.
+fn kinds(batches: &[SignalBatch]) -> std::collections::BTreeMap<String, (SeriesKind, i64)> {
     batches
         .iter()
         .flat_map(|batch| &batch.points)
-        .map(|point| (point.series.name.clone(), point.series.kind))
+        .map(|point| {
+            let kind = point.series.kind;
+            (point.series.name.clone(), (kind, point.start_ms))
+        })
         .collect()
 }
 
 // Paused clock, as in the other scanned-against-decoded tests.
 #[tokio::test(start_paused = true)]
-async fn monotonic_cumulative_sums_are_running_totals_whether_scanned_or_decoded() {
+async fn monotonic_sums_are_running_totals_or_increments_whether_scanned_or_decoded() {
     use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::{Cumulative, Delta};
     use prost::Message;
     let request = metrics(
@@ -1507,13 +1512,14 @@ async fn monotonic_cumulative_sums_are_running_totals_whether_scanned_or_decoded
         scanned,
         derive_encoded(&body, false, SignalsConfig::default())
     );
+    // A delta sum's points carry the start of their interval (the sums' points all have one).
     let want = [
-        ("depth", SeriesKind::Reading),
-        ("inflight", SeriesKind::Reading),
-        ("rows_delta", SeriesKind::Reading),
-        ("rows_total", SeriesKind::RunningTotal),
+        ("depth", (SeriesKind::Reading, 0)),
+        ("inflight", (SeriesKind::Reading, 0)),
+        ("rows_delta", (SeriesKind::Increment, 1_699_999_991_000)),
+        ("rows_total", (SeriesKind::RunningTotal, 0)),
     ];
-    let want: std::collections::BTreeMap<String, SeriesKind> =
+    let want: std::collections::BTreeMap<String, (SeriesKind, i64)> =
         want.map(|(name, kind)| (name.to_owned(), kind)).into();
     assert_eq!(kinds(&scanned.0), want);
 
@@ -1540,12 +1546,13 @@ async fn monotonic_cumulative_sums_are_running_totals_whether_scanned_or_decoded
 }
 
 #[tokio::test(start_paused = true)]
-async fn counts_and_sums_of_cumulative_histograms_and_summaries_are_running_totals() {
+async fn counts_and_sums_of_histograms_and_summaries_are_running_totals_or_increments() {
     use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::{Cumulative, Delta};
     let histogram = |name: &str, temporality: i32| Metric {
         name: name.to_owned(),
         data: Some(metric::Data::Histogram(Histogram {
             data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: 1_699_999_991_000_000_000,
                 time_unix_nano: 1_700_000_001_000_000_000,
                 count: 4,
                 sum: Some(10.0),
@@ -1583,19 +1590,20 @@ async fn counts_and_sums_of_cumulative_histograms_and_summaries_are_running_tota
     );
     let (mut deriver, telemetry) = deriver();
     feed(&mut deriver, &telemetry, OtlpRequest::Metrics(request));
-    let got: Vec<(String, SeriesKind)> = deriver
+    let got: Vec<(String, (SeriesKind, i64))> = deriver
         .pending
         .points
         .iter()
-        .map(|p| (p.series.key.clone(), p.series.kind))
+        .map(|p| (p.series.key.clone(), (p.series.kind, p.start_ms)))
         .collect();
-    let running = SeriesKind::RunningTotal;
-    let reading = SeriesKind::Reading;
+    let running = (SeriesKind::RunningTotal, 0);
+    let reading = (SeriesKind::Reading, 0);
+    let increment = (SeriesKind::Increment, 1_699_999_991_000);
     let want = [
         ("orders|size.count|", running),
         ("orders|size.sum|", running),
-        ("orders|batch.count|", reading),
-        ("orders|batch.sum|", reading),
+        ("orders|batch.count|", increment),
+        ("orders|batch.sum|", increment),
         ("orders|latency.count|", running),
         ("orders|latency.sum|", running),
         ("orders|latency.quantile|quantile=0.5", reading),

@@ -26,10 +26,12 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Exemplar};
+use opentelemetry_proto::tonic::metrics::v1::Exemplar;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+
+use crate::signal::SeriesKind;
 
 mod attributes;
 mod traces;
@@ -74,8 +76,8 @@ pub struct RawMetrics {
 struct RawMetric {
     resource: usize,
     name: Range<usize>,
-    /// A monotonic sum of cumulative temporality.
-    running_total: bool,
+    /// What its values are (see [`SeriesKind::of_sum`]).
+    kind: SeriesKind,
 }
 
 /// One number data point.
@@ -86,6 +88,7 @@ pub(crate) struct RawPoint {
     /// other fields in between when the sender interleaved them; only `attributes` are read).
     attributes_start: usize,
     attributes_end: usize,
+    pub(crate) start_time_unix_nano: u64,
     pub(crate) time_unix_nano: u64,
     pub(crate) value: Option<f64>,
 }
@@ -99,8 +102,8 @@ pub(crate) struct PointView<'a> {
     pub(crate) name: &'a str,
     /// The encoded attribute fields of the point (see [`RawMetrics::attributes`]).
     pub(crate) attributes: &'a [u8],
-    /// The point's metric is a monotonic cumulative sum: its values are running totals.
-    pub(crate) running_total: bool,
+    /// What the values of the point's metric are.
+    pub(crate) kind: SeriesKind,
     pub(crate) point: RawPoint,
 }
 
@@ -161,7 +164,7 @@ impl RawMetrics {
                 resource: metric.map_or(0, |m| m.resource),
                 name,
                 attributes,
-                running_total: metric.is_some_and(|m| m.running_total),
+                kind: metric.map_or(SeriesKind::Reading, |m| m.kind),
                 point: *point,
             }
         })
@@ -378,7 +381,7 @@ impl Scan<'_> {
         self.metrics.push(RawMetric {
             resource,
             name: 0..0,
-            running_total: false,
+            kind: SeriesKind::Reading,
         });
         let mut data_fields = 0;
         let (mut points, mut missing_value) = (0, 0);
@@ -397,7 +400,7 @@ impl Scan<'_> {
                     let scanned = self.number_points(tag == 7, index, range)?;
                     points += scanned.points;
                     missing_value += scanned.missing_value;
-                    self.metrics[index].running_total = scanned.running_total;
+                    self.metrics[index].kind = scanned.kind;
                 }
                 9..=11 => {
                     // Histograms and summaries go through prost; only the framing is checked.
@@ -457,21 +460,18 @@ impl Scan<'_> {
         Ok(NumberPoints {
             points,
             missing_value,
-            running_total: monotonic && temporality == CUMULATIVE,
+            kind: SeriesKind::of_sum(monotonic, i64::try_from(temporality).unwrap_or(0)),
         })
     }
 }
-
-/// `AggregationTemporality::Cumulative` on the wire.
-const CUMULATIVE: u64 = AggregationTemporality::Cumulative as u64;
 
 /// What [`Scan::number_points`] found in a `Gauge` or `Sum`.
 struct NumberPoints {
     points: u64,
     /// Points without a value.
     missing_value: u64,
-    /// The sum is monotonic and cumulative: its values are running totals.
-    running_total: bool,
+    /// What the values are.
+    kind: SeriesKind,
 }
 
 /// Estimates how many items like the first one (its content at `first`) the rest of a body of
@@ -505,6 +505,7 @@ fn any_number_point(
         metric,
         attributes_start: range.start,
         attributes_end: range.start,
+        start_time_unix_nano: 0,
         time_unix_nano: 0,
         value: None,
     };
@@ -517,7 +518,7 @@ fn any_number_point(
         };
         match tag {
             2 => {
-                fields.fixed64(wire_type)?;
+                point.start_time_unix_nano = fields.fixed64(wire_type)?;
             }
             3 => {
                 point.time_unix_nano = fields.fixed64(wire_type)?;
@@ -573,7 +574,7 @@ fn plain_number_point(body: &[u8], metric: usize, range: Range<usize>) -> Option
     let mut rest = bytes;
     // NumberDataPoint fields: start_time_unix_nano (2), time_unix_nano (3), as_double (4),
     // as_int (6), all fixed64; attributes (7, length-delimited); flags (8, varint).
-    let _start_time = fixed64(&mut rest, 0x11);
+    let start_time_unix_nano = fixed64(&mut rest, 0x11).unwrap_or(0);
     let time_unix_nano = fixed64(&mut rest, 0x19).unwrap_or(0);
     let value = match fixed64(&mut rest, 0x21) {
         Some(bits) => Some(f64::from_bits(bits)),
@@ -605,6 +606,7 @@ fn plain_number_point(body: &[u8], metric: usize, range: Range<usize>) -> Option
             range.start
         },
         attributes_end,
+        start_time_unix_nano,
         time_unix_nano,
         value,
     })

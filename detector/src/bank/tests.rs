@@ -702,3 +702,86 @@ fn running_totals_through_handles_score_exactly_as_through_keys() {
         assert_eq!(point, expected, "point {i}");
     }
 }
+
+/// Increments of a counter rising by `rate` per second give or take noise, one point every
+/// `STEP_MS`, each the increase since the previous point.
+fn noisy_increments(seed: u64, n: usize, rate: f64) -> Vec<f64> {
+    let totals = noisy_totals(seed, n + 1, rate);
+    totals.windows(2).map(|pair| pair[1] - pair[0]).collect()
+}
+
+#[test]
+fn an_increment_is_scored_as_its_rate_over_its_own_interval() {
+    let increments = noisy_increments(13, 300, 50.0);
+    let mut bank = bank();
+    let mut plain = bank_with_records_off();
+    let mut points = Vec::new();
+    for (i, &increment) in increments.iter().enumerate().take(250) {
+        let end = (i as i64 + 1) * STEP_MS;
+        points.push(bank.observe_increment("c", end, end - STEP_MS, increment));
+        plain.observe("c", end, increment);
+    }
+    assert!(points.iter().all(|p| !p.is_anomaly), "a steady rate");
+    assert!(
+        points[200..]
+            .iter()
+            .all(|p| p.explanation.feature == RATE_FEATURE)
+    );
+    // A flush a fifth of an interval after the last export: a fifth of the events, at the same
+    // rate. Scored as a plain value it is a drop.
+    let last = 250 * STEP_MS;
+    let flush = (last + STEP_MS / 5, increments[250] / 5.0);
+    let flushed = bank.observe_increment("c", flush.0, last, flush.1);
+    assert!(!flushed.is_anomaly, "{flushed:?}");
+    assert!(
+        (flushed.explanation.actual - 50.0).abs() < 10.0,
+        "{flushed:?}"
+    );
+    let as_value = plain.observe("c", flush.0, flush.1);
+    assert!(as_value.is_anomaly, "{as_value:?}");
+    // Then the source stops: an interval without events.
+    let stall = bank.observe_increment("c", flush.0 + STEP_MS, flush.0, 0.0);
+    assert!(stall.is_anomaly, "{stall:?}");
+    assert_eq!(stall.explanation.feature, RATE_FEATURE);
+    assert_eq!(stall.explanation.actual, 0.0);
+    assert!((stall.explanation.typical - 50.0).abs() < 5.0, "{stall:?}");
+    assert_eq!(stall.explanation.direction, Direction::Down);
+}
+
+#[test]
+fn an_increment_without_a_start_runs_from_the_previous_point() {
+    let mut bank = bank();
+    // No start time: the first point has no interval, so it only starts the next one.
+    let first = bank.observe_increment("c", STEP_MS, 0, 500.0);
+    assert_eq!((first.score, first.is_anomaly), (0.0, false));
+    let second = bank.observe_increment("c", 2 * STEP_MS, 0, 500.0);
+    assert_eq!(second.explanation.actual, 50.0);
+    // A start not before the time is as good as none.
+    let third = bank.observe_increment("c", 3 * STEP_MS, 3 * STEP_MS, 1_000.0);
+    assert_eq!(third.explanation.actual, 100.0);
+    // A negative increment (not a counter's) and a point not later than the last: unscored.
+    let negative = bank.observe_increment("c", 4 * STEP_MS, 3 * STEP_MS, -5.0);
+    assert_eq!((negative.score, negative.is_anomaly), (0.0, false));
+    let late = bank.observe_increment("c", 2 * STEP_MS, 0, 500.0);
+    assert_eq!((late.score, late.is_anomaly), (0.0, false));
+    // A non-finite increment scores 0.
+    let broken = bank.observe_increment("c", 6 * STEP_MS, 5 * STEP_MS, f64::NAN);
+    assert_eq!((broken.score, broken.is_anomaly), (0.0, false));
+}
+
+#[test]
+fn increments_through_handles_score_exactly_as_through_keys() {
+    let increments = noisy_increments(14, 400, 20.0);
+    let (mut by_key, mut by_handle) = (bank(), bank());
+    let id = by_handle.handle("c");
+    for (i, &increment) in increments.iter().enumerate() {
+        let end = (i as i64 + 1) * STEP_MS;
+        // Now and then no start time, to cover the fallback too.
+        let start = if i % 53 == 52 { 0 } else { end - STEP_MS };
+        let expected = by_key.observe_increment("c", end, start, increment);
+        let point = by_handle
+            .observe_increment_id(id, end, start, increment)
+            .expect("the only series is never evicted");
+        assert_eq!(point, expected, "point {i}");
+    }
+}

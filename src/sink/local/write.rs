@@ -601,6 +601,7 @@ fn kind_name(kind: SeriesKind) -> &'static str {
     match kind {
         SeriesKind::Reading => "reading",
         SeriesKind::RunningTotal => "running_total",
+        SeriesKind::Increment => "increment",
     }
 }
 
@@ -1233,6 +1234,7 @@ mod tests {
                 series,
                 timestamp_ms: t0 + i as i64 * 700 - back,
                 value: (i * 7 % 23) as f64,
+                start_ms: 0,
             }
         };
         let fold_all = |tx: &Transaction<'_>, copies: bool| {
@@ -1291,6 +1293,7 @@ mod tests {
             series,
             timestamp_ms: 1,
             value: 1.0,
+            start_ms: 0,
         };
         let tx = conn.transaction().unwrap();
         let first = series_id(&tx, &mut ids, &point(Arc::clone(&kept))).unwrap();
