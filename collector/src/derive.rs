@@ -536,9 +536,11 @@ impl Deriver {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        // The next batch likely holds as many points: room for them saves growing step by step.
+        // The next batch likely holds as many points and records: room for them saves growing
+        // step by step (a log record is large to copy).
         let max = self.settings.output_batch_max_points;
         self.pending.points.reserve(batch.points.len().min(max));
+        self.pending.logs.reserve(batch.logs.len().min(max));
         for part in split_batch(batch, max) {
             if let Err(mpsc::error::SendError(lost)) = output.send(part).await {
                 if !self.output_closed {
