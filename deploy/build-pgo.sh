@@ -10,7 +10,7 @@
 # build). It needs the `llvm-tools` rustup component, which it adds when missing.
 #
 #   bash deploy/build-pgo.sh               # the release build: fat LTO, about three release builds
-#   PGO_QUICK=1 bash deploy/build-pgo.sh   # no LTO and 1 s of training per mode: checks the steps
+#   PGO_QUICK=1 bash deploy/build-pgo.sh   # no LTO, 1 s of training per mode, unoptimised load: checks the steps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
