@@ -103,6 +103,9 @@ impl Default for Config {
     }
 }
 
+/// Longest `detector.min_point_interval`.
+const MAX_MIN_POINT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// `[detector]`: the online scorer applied to every derived series.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,6 +119,13 @@ pub struct DetectorConfig {
     pub warmup_points: usize,
     /// Points in each series' rolling window (median/MAD baseline). Default 64.
     pub window_points: usize,
+    /// Least time between two scored points of a series (by their timestamps, to the
+    /// millisecond): a point closer than that to its series' last scored point is stored but
+    /// not scored (counted in `pipewarden_detector_points_thinned`). It bounds the detector's
+    /// work to `max_series` points per interval whatever rate senders export at. At most 1 day;
+    /// 0 (the default) scores every point.
+    #[serde(with = "humantime_serde")]
+    pub min_point_interval: Duration,
     /// `[detector.logs]`: log templates, template rates and log sessions.
     pub logs: crate::detect::config::LogDetectorConfig,
     /// `[detector.schema]`: schema drift of structured log records.
@@ -133,6 +143,7 @@ impl Default for DetectorConfig {
             max_series: 20_000,
             warmup_points: 20,
             window_points: 64,
+            min_point_interval: Duration::ZERO,
             logs: Default::default(),
             schema: Default::default(),
             embeddings: Default::default(),
@@ -284,6 +295,15 @@ impl Config {
             return Err(ConfigError::new(
                 "detector.warmup_points",
                 format!("must be at least 3, got {}", d.warmup_points),
+            ));
+        }
+        if d.min_point_interval > MAX_MIN_POINT_INTERVAL {
+            return Err(ConfigError::new(
+                "detector.min_point_interval",
+                format!(
+                    "must be at most 1 day, got {}",
+                    humantime::format_duration(d.min_point_interval)
+                ),
             ));
         }
         crate::detect::config::validate(d)?;
@@ -583,6 +603,22 @@ mod tests {
     fn wrong_type_names_its_path() {
         let err = load_str("[detector]\nmax_series = \"many\"\n", &[]).unwrap_err();
         assert_eq!(err.path, "detector.max_series");
+    }
+
+    #[test]
+    fn min_point_interval_is_a_duration_of_at_most_a_day() {
+        let config = load_str("[detector]\nmin_point_interval = \"250ms\"\n", &[]).unwrap();
+        assert_eq!(
+            config.detector.min_point_interval,
+            Duration::from_millis(250)
+        );
+        config.validate().unwrap();
+        let config = load_str("[detector]\nmin_point_interval = \"2days\"\n", &[]).unwrap();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.path, "detector.min_point_interval");
+        assert!(err.problem.contains("2days"), "{err}");
+        let err = load_str("[detector]\nmin_point_interval = \"soon\"\n", &[]).unwrap_err();
+        assert_eq!(err.path, "detector.min_point_interval");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub fn bank_params(config: &DetectorConfig) -> anyhow::Result<SeriesBankValidPar
         .alert_threshold(config.alert_threshold)
         .warmup_points(config.warmup_points)
         .window_points(config.window_points)
+        // At most a day (validated): far below i64::MAX ms.
+        .min_point_interval_ms(
+            i64::try_from(config.min_point_interval.as_millis()).unwrap_or(i64::MAX),
+        )
         .check()
         .map_err(|err| anyhow::anyhow!("detector: {err}"))
 }
@@ -283,6 +287,7 @@ pub async fn run_detector(detector: DetectorLoop) {
         telemetry.pipeline_queue_depth.set(input.len() as i64);
         let points = signals.points.len() as u64;
         let evictions_before = bank.evictions();
+        let thinned_before = bank.thinned();
         let mut batch = score_batch(&mut bank, &mut handles, signals);
         if let Some(stages) = &mut stages {
             stages
@@ -322,7 +327,11 @@ pub async fn run_detector(detector: DetectorLoop) {
                 })
                 .inc_by(limited as u64);
         }
-        telemetry.detector_points_scored.inc_by(points);
+        let thinned = bank.thinned().saturating_sub(thinned_before);
+        telemetry
+            .detector_points_scored
+            .inc_by(points.saturating_sub(thinned));
+        telemetry.detector_points_thinned.inc_by(thinned);
         telemetry
             .detector_anomalies
             .inc_by(batch.anomalies.len() as u64);

@@ -43,6 +43,9 @@ pub struct AppTelemetry {
     pub store_transactions: Counter,
     /// Points scored by the detector.
     pub detector_points_scored: Counter,
+    /// Series points stored without scoring, closer than `detector.min_point_interval` to their
+    /// series' last scored point.
+    pub detector_points_thinned: Counter,
     /// Anomalies found.
     pub detector_anomalies: Counter,
     /// Series currently held by the detector.
@@ -97,6 +100,12 @@ impl AppTelemetry {
             "pipewarden_detector_points_scored",
             "Series points scored by the detector",
             t.detector_points_scored.clone(),
+        );
+        registry.register(
+            "pipewarden_detector_points_thinned",
+            "Series points stored without scoring: closer than detector.min_point_interval to \
+             their series' last scored point",
+            t.detector_points_thinned.clone(),
         );
         registry.register(
             "pipewarden_detector_anomalies",

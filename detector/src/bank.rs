@@ -71,6 +71,7 @@ pub struct SeriesBankValidParams {
     repeat_half_life_points: f64,
     repeat_damping: f64,
     repeat_margin: f64,
+    min_point_interval_ms: i64,
     model: RobustBaselineValidParams,
 }
 
@@ -102,6 +103,12 @@ impl SeriesBankValidParams {
         self.repeat_margin
     }
 
+    /// Returns the least time, in ms, between two points of a series that are scored (0: every
+    /// point is).
+    pub fn min_point_interval_ms(&self) -> i64 {
+        self.min_point_interval_ms
+    }
+
     /// Returns the hyperparameters of every per-series model.
     pub fn model(&self) -> &RobustBaselineValidParams {
         &self.model
@@ -121,7 +128,8 @@ impl Default for SeriesBankParams {
 
 impl SeriesBankParams {
     /// Returns the defaults: `max_series` 100000, `alert_threshold` 70,
-    /// `repeat_half_life_points` 200, `repeat_damping` 0, `repeat_margin` 15, the model defaults of
+    /// `repeat_half_life_points` 200, `repeat_damping` 0, `repeat_margin` 15,
+    /// `min_point_interval_ms` 0 (every point scored), the model defaults of
     /// [`RobustBaselineParams::new`] (`warmup_points` 20, `window_points` 64).
     pub fn new() -> Self {
         SeriesBankParams(SeriesBankValidParams {
@@ -130,6 +138,7 @@ impl SeriesBankParams {
             repeat_half_life_points: DEFAULT_REPEAT_HALF_LIFE_POINTS,
             repeat_damping: 0.0,
             repeat_margin: DEFAULT_REPEAT_MARGIN,
+            min_point_interval_ms: 0,
             model: RobustBaselineParams::new().0,
         })
     }
@@ -172,6 +181,33 @@ impl SeriesBankParams {
         self
     }
 
+    /// Sets the least time (>= 0 ms) between two scored points of a series: a point less than
+    /// that after the series' last kept point (by their timestamps) is *thinned*: it scores 0,
+    /// never alerts and teaches the model nothing, as if it had not been sent. A running total's
+    /// next rate then spans the thinned points (the total keeps counting them); a thinned
+    /// increment is a sample left out. It bounds the model's work per series, and so the whole
+    /// bank's to `max_series` points per interval, whatever rate a sender exports at; points at
+    /// or above the interval apart, and points earlier than the last kept one, are scored as
+    /// usual. 0 (the default) scores every point. Thinned points are counted
+    /// ([`SeriesBank::thinned`]).
+    ///
+    /// ```
+    /// use linfa::ParamGuard;
+    /// use pipewarden_detector::SeriesBank;
+    ///
+    /// let mut bank = SeriesBank::new(SeriesBank::params().min_point_interval_ms(1_000).check()?);
+    /// // A gauge exported every 100 ms: one point a second is scored.
+    /// for i in 0..100 {
+    ///     bank.observe("svc|queue.depth", i * 100, 50.0 + (i % 3) as f64);
+    /// }
+    /// assert_eq!(bank.thinned(), 90);
+    /// # Ok::<(), pipewarden_detector::SeriesBankParamsError>(())
+    /// ```
+    pub fn min_point_interval_ms(mut self, min_point_interval_ms: i64) -> Self {
+        self.0.min_point_interval_ms = min_point_interval_ms;
+        self
+    }
+
     /// Sets the hyperparameters of every per-series model (checked with the bank's).
     pub fn model(mut self, model: RobustBaselineParams) -> Self {
         self.0.model = model.0;
@@ -210,6 +246,11 @@ fn validate(params: &SeriesBankValidParams) -> Result<(), SeriesBankParamsError>
     }
     if !(0.0..=100.0).contains(&params.repeat_margin) {
         return Err(SeriesBankParamsError::RepeatMargin(params.repeat_margin));
+    }
+    if params.min_point_interval_ms < 0 {
+        return Err(SeriesBankParamsError::MinPointInterval(
+            params.min_point_interval_ms,
+        ));
     }
     validate_params(&params.model)?;
     Ok(())
@@ -270,6 +311,9 @@ struct Slot {
     /// For a running total or an increment: the time and value of its last point, the start of
     /// the next rate.
     last_total: Option<(i64, f64)>,
+    /// Time of the series' last point that was not thinned (see
+    /// [`SeriesBankParams::min_point_interval_ms`]).
+    kept_ms: Option<i64>,
 }
 
 /// A slot's place in the recency list. The links live apart from the slots, in one small
@@ -304,6 +348,8 @@ pub struct SeriesBank {
     most_recent: usize,
     least_recent: usize,
     evictions: u64,
+    /// Points thinned by `min_point_interval_ms`.
+    thinned: u64,
     key_bytes: usize,
 }
 
@@ -332,6 +378,7 @@ impl SeriesBank {
             most_recent: NIL,
             least_recent: NIL,
             evictions: 0,
+            thinned: 0,
             key_bytes: 0,
         }
     }
@@ -356,6 +403,11 @@ impl SeriesBank {
         self.evictions
     }
 
+    /// Returns how many points were thinned (see [`SeriesBankParams::min_point_interval_ms`]).
+    pub fn thinned(&self) -> u64 {
+        self.thinned
+    }
+
     /// Returns an estimate of the memory one series costs: its slot, model buffers, index entry
     /// and key (average key length of the series held).
     pub fn approx_bytes_per_series(&self) -> usize {
@@ -377,7 +429,7 @@ impl SeriesBank {
     /// absorbed.
     pub fn observe(&mut self, key: &str, timestamp_ms: i64, value: f64) -> ScoredPoint {
         let slot_index = self.slot_for(key);
-        self.observe_slot(slot_index, timestamp_ms, value, VALUE_FEATURE)
+        self.observe_value_slot(slot_index, timestamp_ms, value)
     }
 
     /// Scores a point of series `key` whose values are a running total (a cumulative counter):
@@ -430,11 +482,15 @@ impl SeriesBank {
         timestamp_ms: i64,
         total: f64,
     ) -> ScoredPoint {
-        let slot = &mut self.slots[slot_index];
         if !total.is_finite() {
             // Scores 0 and is not absorbed, as a non-finite value is; the baseline stays.
             return self.observe_slot(slot_index, timestamp_ms, total, RATE_FEATURE);
         }
+        // A thinned total leaves the rate's start where it was: the next rate spans it.
+        if self.thin(slot_index, timestamp_ms) {
+            return self.unscored(slot_index, RATE_FEATURE, None);
+        }
+        let slot = &mut self.slots[slot_index];
         match slot.last_total.replace((timestamp_ms, total)) {
             Some((previous_ms, previous)) if timestamp_ms > previous_ms && total >= previous => {
                 // Later, so positive; `abs_diff` cannot overflow whatever the two times are.
@@ -443,7 +499,7 @@ impl SeriesBank {
                 self.observe_slot(slot_index, timestamp_ms, rate, RATE_FEATURE)
             }
             // A new baseline: no rate to score.
-            _ => self.unscored_rate(slot_index),
+            _ => self.unscored(slot_index, RATE_FEATURE, None),
         }
     }
 
@@ -511,6 +567,11 @@ impl SeriesBank {
         if !increment.is_finite() {
             return self.observe_slot(slot_index, timestamp_ms, increment, RATE_FEATURE);
         }
+        if self.thin(slot_index, timestamp_ms) {
+            // Its time still ends the interval of the next increment without a start.
+            self.slots[slot_index].last_total = Some((timestamp_ms, increment));
+            return self.unscored(slot_index, RATE_FEATURE, None);
+        }
         let slot = &mut self.slots[slot_index];
         // The previous point's time (its value is not needed).
         let previous_ms = slot
@@ -528,18 +589,27 @@ impl SeriesBank {
                 let seconds = timestamp_ms.abs_diff(from_ms) as f64 / 1000.0;
                 self.observe_slot(slot_index, timestamp_ms, increment / seconds, RATE_FEATURE)
             }
-            _ => self.unscored_rate(slot_index),
+            _ => self.unscored(slot_index, RATE_FEATURE, None),
         }
     }
 
-    /// The score of a point that only starts the next rate: 0, the model untouched.
-    fn unscored_rate(&mut self, slot_index: usize) -> ScoredPoint {
-        let typical = self.slots[slot_index].model.typical().unwrap_or(0.0);
+    /// The score of a point the model does not see (one that only starts the next rate, or a
+    /// thinned one): 0, the model untouched. `actual` is the value sent; for a rate, which is
+    /// not known (`None`), the typical one stands for it.
+    fn unscored(
+        &mut self,
+        slot_index: usize,
+        feature: &'static str,
+        actual: Option<f64>,
+    ) -> ScoredPoint {
+        let typical = self.slots[slot_index].model.typical();
+        let actual = actual.or(typical).unwrap_or(0.0);
+        let typical = typical.unwrap_or(actual);
         self.touch(slot_index);
         ScoredPoint {
             score: 0.0,
             is_anomaly: false,
-            explanation: Explanation::unscored(RATE_FEATURE, typical, typical),
+            explanation: Explanation::unscored(feature, actual, typical),
             continuing: false,
             model: RobustBaseline::NAME,
             model_version: RobustBaseline::VERSION,
@@ -589,7 +659,43 @@ impl SeriesBank {
         if !self.is_current(id) {
             return None;
         }
-        Some(self.observe_slot(id.slot, timestamp_ms, value, VALUE_FEATURE))
+        Some(self.observe_value_slot(id.slot, timestamp_ms, value))
+    }
+
+    /// Scores a plain value of the series in `slot_index`, unless it is thinned.
+    #[inline(always)]
+    fn observe_value_slot(
+        &mut self,
+        slot_index: usize,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> ScoredPoint {
+        if self.thin(slot_index, timestamp_ms) {
+            return self.unscored(slot_index, VALUE_FEATURE, Some(value));
+        }
+        self.observe_slot(slot_index, timestamp_ms, value, VALUE_FEATURE)
+    }
+
+    /// Returns whether a point of the series in `slot_index` at `timestamp_ms` is thinned
+    /// (counting it); otherwise it becomes the series' last kept point.
+    #[inline(always)]
+    fn thin(&mut self, slot_index: usize, timestamp_ms: i64) -> bool {
+        let min = self.params.min_point_interval_ms;
+        if min == 0 {
+            return false;
+        }
+        let slot = &mut self.slots[slot_index];
+        // Later than the last kept point, so the difference is positive; `abs_diff` cannot
+        // overflow whatever the two times are.
+        let thinned = slot.kept_ms.is_some_and(|kept| {
+            timestamp_ms >= kept && timestamp_ms.abs_diff(kept) < min.unsigned_abs()
+        });
+        if thinned {
+            self.thinned += 1;
+        } else {
+            slot.kept_ms = Some(timestamp_ms);
+        }
+        thinned
     }
 
     /// Returns whether handle `id` still names the series it was taken for (not evicted since).
@@ -680,6 +786,7 @@ impl SeriesBank {
                 model: RobustBaseline::with_shared_params(Arc::clone(&self.model_params)),
                 peak_score: 0.0,
                 last_total: None,
+                kept_ms: None,
             });
             self.links.push(Link {
                 newer: NIL,
@@ -697,6 +804,7 @@ impl SeriesBank {
         slot.model.reset();
         slot.peak_score = 0.0;
         slot.last_total = None;
+        slot.kept_ms = None;
         self.key_bytes -= evicted.len();
         self.index.remove(&evicted);
         self.index.insert(key, slot_index);

@@ -26,6 +26,9 @@ pub enum SeriesBankParamsError {
     /// `repeat_margin` must be a number in 0..=100.
     #[error("repeat_margin must be a number in 0..=100, got {0}")]
     RepeatMargin(f64),
+    /// `min_point_interval_ms` must be >= 0.
+    #[error("min_point_interval_ms must be >= 0, got {0}")]
+    MinPointInterval(i64),
     /// The per-series model parameters are invalid.
     #[error("model: {0}")]
     Model(#[from] RobustBaselineParamsError),

@@ -734,3 +734,50 @@ refit_every = 1000
         "{found}"
     );
 }
+
+#[tokio::test]
+async fn points_closer_than_min_point_interval_are_stored_but_not_scored() {
+    let config = "[detector]\nmin_point_interval = \"10s\"\n";
+    let pipewarden = Pipewarden::start_with_config(Some(config), &[]).await;
+    let start = otlp::now_unix_nanos() - 2000 * 1_000_000_000;
+    // A gauge every second for 300 s: one point in ten is scored (seconds 0, 10, ..., 300). A
+    // spike at second 295 is thinned; the same spike at second 300 is scored.
+    let mut values: Vec<f64> = (0..=300).map(|i| 100.0 + (i % 7) as f64).collect();
+    values[295] = 1_000.0;
+    values[300] = 1_000.0;
+    post(
+        &pipewarden,
+        "/v1/metrics",
+        otlp::encode(&gauge(start, 0, &values)),
+    )
+    .await;
+    let spike = wait_anomaly(&pipewarden, "the scored spike", |a| {
+        a["name"] == "queue.depth"
+    })
+    .await;
+    let spike_ms = i64::try_from((start + 300 * 1_000_000_000) / 1_000_000).unwrap();
+    assert_eq!(spike["timestamp_ms"], spike_ms, "{spike}");
+    let listed = anomalies(&pipewarden).await;
+    let on_gauge = listed.iter().filter(|a| a["name"] == "queue.depth");
+    assert_eq!(on_gauge.count(), 1, "only the scored spike: {listed:?}");
+    // Every point is stored; 270 of the 301 were thinned, and counted.
+    eventually("the stored points", DEADLINE, || async {
+        let points = pipewarden
+            .series_points("shop/ingest", "queue.depth")
+            .await?;
+        let count: u64 = points.iter().map(|p| p.count).sum();
+        if count == values.len() as u64 {
+            Ok(())
+        } else {
+            Err(format!("{count} of {} points", values.len()))
+        }
+    })
+    .await;
+    let text = pipewarden.metrics_text().await.unwrap();
+    let thinned = crate::harness::prometheus::sample_sum(
+        &text,
+        "pipewarden_detector_points_thinned_total",
+        &[],
+    );
+    assert_eq!(thinned, Some(270.0), "{text}");
+}

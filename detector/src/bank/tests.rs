@@ -426,6 +426,11 @@ fn scoring_is_deterministic() {
 fn params_reject_each_bad_value() {
     let error = SeriesBank::params().max_series(0).check().unwrap_err();
     assert_eq!(error, SeriesBankParamsError::MaxSeries(0));
+    let error = SeriesBank::params()
+        .min_point_interval_ms(-1)
+        .check()
+        .unwrap_err();
+    assert_eq!(error, SeriesBankParamsError::MinPointInterval(-1));
     for threshold in [-1.0, 100.5, f64::NAN] {
         let error = SeriesBank::params()
             .alert_threshold(threshold)
@@ -784,4 +789,96 @@ fn increments_through_handles_score_exactly_as_through_keys() {
             .expect("the only series is never evicted");
         assert_eq!(point, expected, "point {i}");
     }
+}
+
+/// A bank that scores at most one point of a series per `STEP_MS`.
+fn thinning_bank() -> SeriesBank {
+    SeriesBank::new(
+        SeriesBank::params()
+            .min_point_interval_ms(STEP_MS)
+            .check()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn points_closer_than_the_min_interval_are_thinned_unseen_by_the_model() {
+    let noise = gaussian_noise(21, 300);
+    let (mut thinning, mut every_step) = (thinning_bank(), bank());
+    // Ten points per step; only the first of each step is kept, so the model sees exactly what
+    // a bank fed one point per step sees.
+    for (i, x) in noise.iter().enumerate() {
+        let step = i as i64 * STEP_MS;
+        let expected = every_step.observe("g", step, 100.0 + 2.0 * x);
+        let kept = thinning.observe("g", step, 100.0 + 2.0 * x);
+        assert_eq!(kept, expected, "step {i}");
+        for k in 1..10 {
+            // A wild value that the model never sees.
+            let thinned = thinning.observe("g", step + k * STEP_MS / 10, 1e6);
+            assert_eq!((thinned.score, thinned.is_anomaly), (0.0, false));
+            assert_eq!(thinned.explanation.actual, 1e6);
+        }
+    }
+    assert_eq!(thinning.thinned(), 300 * 9);
+    assert_eq!(every_step.thinned(), 0);
+    // The same spike a whole step after the last kept point is scored, and alerts.
+    let spike = thinning.observe("g", 300 * STEP_MS, 1e6);
+    assert!(spike.is_anomaly, "{spike:?}");
+    // A point earlier than the last kept one is not thinned (it is scored as ever).
+    let before = thinning.thinned();
+    thinning.observe("g", 100 * STEP_MS + 1, 100.0);
+    assert_eq!(thinning.thinned(), before);
+}
+
+#[test]
+fn a_thinned_running_total_is_spanned_by_the_next_rate() {
+    let mut bank = thinning_bank();
+    // 50 a second, a point every tenth of a step: the kept points' rates are exact.
+    let tenth = STEP_MS / 10;
+    let mut scored = Vec::new();
+    for i in 0..3_000 {
+        let total = 1_000.0 + 50.0 * (i * tenth) as f64 / 1000.0;
+        let point = bank.observe_total("c", i * tenth, total);
+        if i % 10 == 0 && i > 0 {
+            scored.push(point);
+        } else {
+            assert_eq!((point.score, point.is_anomaly), (0.0, false), "point {i}");
+        }
+    }
+    assert!(
+        scored
+            .iter()
+            .all(|p| p.explanation.actual == 50.0 && !p.is_anomaly)
+    );
+    assert_eq!(bank.thinned(), 2_700);
+    // The counter stops: the first kept point after it has a rate of 0, an anomaly.
+    let last = 1_000.0 + 50.0 * (3_000 * tenth) as f64 / 1000.0;
+    let steady = bank.observe_total("c", 3_000 * tenth, last);
+    assert_eq!(steady.explanation.actual, 50.0);
+    let stall = bank.observe_total("c", 3_010 * tenth, last);
+    assert!(stall.is_anomaly, "{stall:?}");
+    assert_eq!(stall.explanation.actual, 0.0);
+}
+
+#[test]
+fn a_thinned_increment_still_ends_the_interval_of_the_next_one_without_a_start() {
+    let mut bank = thinning_bank();
+    let tenth = STEP_MS / 10;
+    // 10 events per tenth of a step (100 a second), without start times.
+    for i in 1..2_000 {
+        let point = bank.observe_increment("c", i * tenth, 0, 100.0);
+        if i % 10 == 1 && i > 1 {
+            // Its interval runs from the thinned point just before it, not from the last kept
+            // one: the rate is that of its own increment.
+            assert_eq!(
+                point.explanation.actual,
+                100.0 / (tenth as f64 / 1000.0),
+                "{i}"
+            );
+            assert!(!point.is_anomaly);
+        } else if i > 1 {
+            assert_eq!((point.score, point.is_anomaly), (0.0, false), "point {i}");
+        }
+    }
+    assert_eq!(bank.thinned(), 1_799);
 }
