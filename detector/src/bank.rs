@@ -188,8 +188,9 @@ impl SeriesBankParams {
     /// increment is a sample left out. It bounds the model's work per series, and so the whole
     /// bank's to `max_series` points per interval, whatever rate a sender exports at; points at
     /// or above the interval apart, and points earlier than the last kept one, are scored as
-    /// usual. 0 (the default) scores every point. Thinned points are counted
-    /// ([`SeriesBank::thinned`]).
+    /// usual. 0 (the default) scores every point. A thinned point costs almost nothing: it is
+    /// explained as its value sent (feature `value`, compared with nothing), does not refresh
+    /// its series' recency (its kept points do) and is counted ([`SeriesBank::thinned`]).
     ///
     /// ```
     /// use linfa::ParamGuard;
@@ -311,9 +312,6 @@ struct Slot {
     /// For a running total or an increment: the time and value of its last point, the start of
     /// the next rate.
     last_total: Option<(i64, f64)>,
-    /// Time of the series' last point that was not thinned (see
-    /// [`SeriesBankParams::min_point_interval_ms`]).
-    kept_ms: Option<i64>,
 }
 
 /// A slot's place in the recency list. The links live apart from the slots, in one small
@@ -345,6 +343,10 @@ pub struct SeriesBank {
     links: Vec<Link>,
     /// Per slot, how many times it was given to another series (checks handles).
     generations: Vec<u64>,
+    /// Per slot, the time of its series' last point that was not thinned (see
+    /// [`SeriesBankParams::min_point_interval_ms`]); apart from the slots, so that a thinned
+    /// point reads one small array and nothing of the (large, cold) slot.
+    kept_ms: Vec<Option<i64>>,
     most_recent: usize,
     least_recent: usize,
     evictions: u64,
@@ -375,6 +377,7 @@ impl SeriesBank {
             slots: Vec::new(),
             links: Vec::new(),
             generations: Vec::new(),
+            kept_ms: Vec::new(),
             most_recent: NIL,
             least_recent: NIL,
             evictions: 0,
@@ -488,7 +491,7 @@ impl SeriesBank {
         }
         // A thinned total leaves the rate's start where it was: the next rate spans it.
         if self.thin(slot_index, timestamp_ms) {
-            return self.unscored(slot_index, RATE_FEATURE, None);
+            return thinned_point(total);
         }
         let slot = &mut self.slots[slot_index];
         match slot.last_total.replace((timestamp_ms, total)) {
@@ -499,7 +502,7 @@ impl SeriesBank {
                 self.observe_slot(slot_index, timestamp_ms, rate, RATE_FEATURE)
             }
             // A new baseline: no rate to score.
-            _ => self.unscored(slot_index, RATE_FEATURE, None),
+            _ => self.unscored_rate(slot_index),
         }
     }
 
@@ -570,7 +573,7 @@ impl SeriesBank {
         if self.thin(slot_index, timestamp_ms) {
             // Its time still ends the interval of the next increment without a start.
             self.slots[slot_index].last_total = Some((timestamp_ms, increment));
-            return self.unscored(slot_index, RATE_FEATURE, None);
+            return thinned_point(increment);
         }
         let slot = &mut self.slots[slot_index];
         // The previous point's time (its value is not needed).
@@ -589,31 +592,15 @@ impl SeriesBank {
                 let seconds = timestamp_ms.abs_diff(from_ms) as f64 / 1000.0;
                 self.observe_slot(slot_index, timestamp_ms, increment / seconds, RATE_FEATURE)
             }
-            _ => self.unscored(slot_index, RATE_FEATURE, None),
+            _ => self.unscored_rate(slot_index),
         }
     }
 
-    /// The score of a point the model does not see (one that only starts the next rate, or a
-    /// thinned one): 0, the model untouched. `actual` is the value sent; for a rate, which is
-    /// not known (`None`), the typical one stands for it.
-    fn unscored(
-        &mut self,
-        slot_index: usize,
-        feature: &'static str,
-        actual: Option<f64>,
-    ) -> ScoredPoint {
-        let typical = self.slots[slot_index].model.typical();
-        let actual = actual.or(typical).unwrap_or(0.0);
-        let typical = typical.unwrap_or(actual);
+    /// The score of a point that only starts the next rate: 0, the model untouched.
+    fn unscored_rate(&mut self, slot_index: usize) -> ScoredPoint {
+        let typical = self.slots[slot_index].model.typical().unwrap_or(0.0);
         self.touch(slot_index);
-        ScoredPoint {
-            score: 0.0,
-            is_anomaly: false,
-            explanation: Explanation::unscored(feature, actual, typical),
-            continuing: false,
-            model: RobustBaseline::NAME,
-            model_version: RobustBaseline::VERSION,
-        }
+        unscored_point(RATE_FEATURE, typical, typical)
     }
 
     /// Returns the handle of series `key`, adding the series (as the most recently updated, with
@@ -671,7 +658,7 @@ impl SeriesBank {
         value: f64,
     ) -> ScoredPoint {
         if self.thin(slot_index, timestamp_ms) {
-            return self.unscored(slot_index, VALUE_FEATURE, Some(value));
+            return thinned_point(value);
         }
         self.observe_slot(slot_index, timestamp_ms, value, VALUE_FEATURE)
     }
@@ -684,16 +671,16 @@ impl SeriesBank {
         if min == 0 {
             return false;
         }
-        let slot = &mut self.slots[slot_index];
+        let kept = &mut self.kept_ms[slot_index];
         // Later than the last kept point, so the difference is positive; `abs_diff` cannot
         // overflow whatever the two times are.
-        let thinned = slot.kept_ms.is_some_and(|kept| {
+        let thinned = kept.is_some_and(|kept| {
             timestamp_ms >= kept && timestamp_ms.abs_diff(kept) < min.unsigned_abs()
         });
         if thinned {
             self.thinned += 1;
         } else {
-            slot.kept_ms = Some(timestamp_ms);
+            *kept = Some(timestamp_ms);
         }
         thinned
     }
@@ -786,13 +773,13 @@ impl SeriesBank {
                 model: RobustBaseline::with_shared_params(Arc::clone(&self.model_params)),
                 peak_score: 0.0,
                 last_total: None,
-                kept_ms: None,
             });
             self.links.push(Link {
                 newer: NIL,
                 older: NIL,
             });
             self.generations.push(0);
+            self.kept_ms.push(None);
             self.link_as_most_recent(slot_index);
             self.index.insert(key, slot_index);
             return slot_index;
@@ -804,7 +791,7 @@ impl SeriesBank {
         slot.model.reset();
         slot.peak_score = 0.0;
         slot.last_total = None;
-        slot.kept_ms = None;
+        self.kept_ms[slot_index] = None;
         self.key_bytes -= evicted.len();
         self.index.remove(&evicted);
         self.index.insert(key, slot_index);
@@ -848,6 +835,24 @@ impl SeriesBank {
             self.least_recent = slot_index;
         }
     }
+}
+
+/// A point scored 0 that alerts nothing.
+fn unscored_point(feature: &'static str, actual: f64, typical: f64) -> ScoredPoint {
+    ScoredPoint {
+        score: 0.0,
+        is_anomaly: false,
+        explanation: Explanation::unscored(feature, actual, typical),
+        continuing: false,
+        model: RobustBaseline::NAME,
+        model_version: RobustBaseline::VERSION,
+    }
+}
+
+/// The score of a thinned point (see [`SeriesBankParams::min_point_interval_ms`]): 0, explained
+/// as the value sent (`value` feature, actual and typical alike), since nothing was compared.
+fn thinned_point(sent: f64) -> ScoredPoint {
+    unscored_point(VALUE_FEATURE, sent, sent)
 }
 
 #[cfg(test)]

@@ -882,3 +882,23 @@ fn a_thinned_increment_still_ends_the_interval_of_the_next_one_without_a_start()
     }
     assert_eq!(bank.thinned(), 1_799);
 }
+
+#[test]
+fn a_thinned_point_does_not_refresh_its_series_recency() {
+    let mut bank = SeriesBank::new(
+        SeriesBank::params()
+            .max_series(2)
+            .min_point_interval_ms(STEP_MS)
+            .check()
+            .unwrap(),
+    );
+    let (a, b) = (bank.handle("a"), bank.handle("b"));
+    bank.observe_id(a, 0, 1.0).unwrap();
+    bank.observe_id(b, 0, 1.0).unwrap();
+    // A point of `a` within the interval is thinned: `a` stays the least recently updated.
+    bank.observe_id(a, STEP_MS / 2, 1.0).unwrap();
+    assert_eq!(bank.thinned(), 1);
+    bank.observe("c", 0, 1.0);
+    assert!(bank.key_of(a).is_none(), "a was evicted");
+    assert_eq!(bank.key_of(b), Some("b"));
+}
