@@ -649,7 +649,8 @@ impl SeriesBank {
         Some(self.observe_value_slot(id.slot, timestamp_ms, value))
     }
 
-    /// Scores a plain value of the series in `slot_index`, unless it is thinned.
+    /// Scores a plain value of the series in `slot_index`, unless it is thinned (a non-finite
+    /// value, which the model ignores, neither is thinned nor becomes the last kept point).
     #[inline(always)]
     fn observe_value_slot(
         &mut self,
@@ -657,7 +658,7 @@ impl SeriesBank {
         timestamp_ms: i64,
         value: f64,
     ) -> ScoredPoint {
-        if self.thin(slot_index, timestamp_ms) {
+        if value.is_finite() && self.thin(slot_index, timestamp_ms) {
             return thinned_point(value);
         }
         self.observe_slot(slot_index, timestamp_ms, value, VALUE_FEATURE)

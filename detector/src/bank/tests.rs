@@ -828,6 +828,11 @@ fn points_closer_than_the_min_interval_are_thinned_unseen_by_the_model() {
     let before = thinning.thinned();
     thinning.observe("g", 100 * STEP_MS + 1, 100.0);
     assert_eq!(thinning.thinned(), before);
+    // A non-finite value is ignored, not kept: the next point, within the interval of it but
+    // not of the last kept one, is scored.
+    thinning.observe("g", 400 * STEP_MS, f64::NAN);
+    thinning.observe("g", 400 * STEP_MS + 1, 100.0);
+    assert_eq!(thinning.thinned(), before);
 }
 
 #[test]
