@@ -414,7 +414,18 @@ impl Spool {
         let mut bytes = 0u64;
         while out.len() < max_docs && bytes < max_bytes {
             let Some(&segment_len) = self.segments.get(&self.read.segment) else {
-                break;
+                // The segment is gone (never the case once `advance_ack` keeps the reader at
+                // or past the acknowledged position); read on from the next one, if any.
+                match self.segments.range(self.read.segment..).next() {
+                    Some((&next, _)) => {
+                        self.read = Position {
+                            segment: next,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
             };
             if self.read.offset >= segment_len {
                 match self.segments.range(self.read.segment + 1..).next() {
@@ -520,6 +531,12 @@ impl Spool {
                 }
                 None => break,
             }
+        }
+        // The reader may have stopped at the very end of a segment the acknowledged position
+        // just stepped over, which is deleted below: it carries on from there (everything
+        // before the acknowledged position has been handed out).
+        if self.read < self.ack {
+            self.read = self.ack;
         }
         write_ack(&self.dir, self.ack)?;
         let old: Vec<u64> = self
@@ -645,6 +662,30 @@ mod tests {
         assert_eq!(spool.oldest_enqueued_ms(), None);
         // Every old segment is gone; only the active one remains.
         assert_eq!(spool.segments.len(), 1);
+    }
+
+    #[test]
+    fn a_reader_at_the_end_of_a_segment_that_acks_then_delete_moves_on_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        // Fill the first segment past its size, so the next append starts a new one.
+        let mut n = 0;
+        while spool.segments.get(&0).copied().unwrap_or(0) < 4096 {
+            spool.append(&[rec(n)]).unwrap();
+            n += 1;
+        }
+        // Hand out every record of it: the reader stops at its end.
+        let batch = spool.next_batch(n, u64::MAX).unwrap();
+        assert_eq!(batch.len(), n);
+        // Newer records go to a second segment; then the first one's records are confirmed, so
+        // the acknowledged position steps over it and it is deleted.
+        spool.append(&[rec(1000), rec(1001)]).unwrap();
+        assert_eq!(spool.segments.len(), 2);
+        let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
+        spool.acknowledge(&seqs).unwrap();
+        assert!(!segment_path(dir.path(), 0).exists());
+        // The reader carries on with the second segment.
+        assert_eq!(drain(&mut spool), vec!["id-1000", "id-1001"]);
     }
 
     #[test]
