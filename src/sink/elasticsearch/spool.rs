@@ -413,10 +413,12 @@ impl Spool {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         while out.len() < max_docs && bytes < max_bytes {
-            let Some(&segment_len) = self.segments.get(&self.read.segment) else {
-                // The segment is gone (never the case once `advance_ack` keeps the reader at
-                // or past the acknowledged position); read on from the next one, if any.
-                match self.segments.range(self.read.segment..).next() {
+            // Past the end of the segment, or the segment is gone (never the case once
+            // `advance_ack` keeps the reader at or past the acknowledged position): read on
+            // from the next one, if any.
+            let segment_len = match self.segments.get(&self.read.segment) {
+                Some(&len) if self.read.offset < len => len,
+                _ => match self.segments.range(self.read.segment + 1..).next() {
                     Some((&next, _)) => {
                         self.read = Position {
                             segment: next,
@@ -425,20 +427,8 @@ impl Spool {
                         continue;
                     }
                     None => break,
-                }
+                },
             };
-            if self.read.offset >= segment_len {
-                match self.segments.range(self.read.segment + 1..).next() {
-                    Some((&next, _)) => {
-                        self.read = Position {
-                            segment: next,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    None => break,
-                }
-            }
             let path = segment_path(&self.dir, self.read.segment);
             let mut file = File::open(&path).map_err(io(&path))?;
             file.seek(SeekFrom::Start(self.read.offset))
