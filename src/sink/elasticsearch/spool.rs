@@ -655,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_at_the_end_of_a_segment_that_acks_then_delete_moves_on_to_the_next() {
+    fn a_reader_left_at_the_end_of_a_deleted_segment_moves_on_to_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = open(dir.path());
         // Fill the first segment past its size, so the next append starts a new one.
