@@ -345,7 +345,8 @@ pub struct SeriesBank {
     generations: Vec<u64>,
     /// Per slot, the time of its series' last point that was not thinned (see
     /// [`SeriesBankParams::min_point_interval_ms`]); apart from the slots, so that a thinned
-    /// point reads one small array and nothing of the (large, cold) slot.
+    /// reading or running total touches one small array and nothing of the (large, cold) slot
+    /// (a thinned increment also records its time in the slot, for the next interval).
     kept_ms: Vec<Option<i64>>,
     most_recent: usize,
     least_recent: usize,
