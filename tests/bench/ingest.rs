@@ -651,8 +651,8 @@ fn print_summary(options: &Options, results: &[RunResult]) {
         options.reps
     );
     println!(
-        "{:<8} {:<5} {:>28} {:>28} {:>7} {:>10} {:>10} {:>10}",
-        "signal", "trans", "pipewarden", "rotel", "ratio", "pw refused", "pw cpu", "pw rss"
+        "{:<8} {:<5} {:>28} {:>28} {:>21} {:>10} {:>10} {:>10}",
+        "signal", "trans", "pipewarden", "rotel", "ratio (pairs)", "pw refused", "pw cpu", "pw rss"
     );
     let mut checks: Vec<String> = Vec::new();
     let spread = |runs: &[&RunResult]| -> String {
@@ -682,13 +682,28 @@ fn print_summary(options: &Options, results: &[RunResult]) {
         } else {
             "-".to_owned()
         };
+        // The servers alternate, so rep k of each ran side by side in time: the spread of
+        // their ratios shows how much the machine's drift moved the ratio of medians.
+        let pairs: Vec<f64> = pw
+            .iter()
+            .zip(&rotel)
+            .filter(|(_, r)| r.items_per_s > 0.0)
+            .map(|(p, r)| p.items_per_s / r.items_per_s)
+            .collect();
+        let pair_spread = match (
+            pairs.iter().copied().reduce(f64::min),
+            pairs.iter().copied().reduce(f64::max),
+        ) {
+            (Some(min), Some(max)) => format!(" ({min:.2}-{max:.2})"),
+            _ => String::new(),
+        };
         println!(
-            "{:<8} {:<5} {:>28} {:>28} {:>7} {:>10} {:>10} {:>10}",
+            "{:<8} {:<5} {:>28} {:>28} {:>21} {:>10} {:>10} {:>10}",
             signal.name(),
             transport.name(),
             spread(&pw),
             spread(&rotel),
-            fmt_ratio(pw_rate, rotel_rate),
+            format!("{}{pair_spread}", fmt_ratio(pw_rate, rotel_rate)),
             refused_share,
             med(&pw, |r| r.cpu_core_fraction * 100.0)
                 .map_or("-".to_owned(), |v| format!("{v:.0}%")),
@@ -698,7 +713,7 @@ fn print_summary(options: &Options, results: &[RunResult]) {
             && b > 0.0
         {
             checks.push(format!(
-                "{} {}/{}: {:.2}x rotel's {} (target >= 1.5x)",
+                "{} {}/{}: {:.2}x rotel's {} (target >= 1.5x; side-by-side reps{pair_spread})",
                 if a / b >= 1.5 { "PASS" } else { "FAIL" },
                 signal.name(),
                 transport.name(),
@@ -717,7 +732,7 @@ fn print_summary(options: &Options, results: &[RunResult]) {
         }
     }
     println!(
-        "(pw refused = share of pipewarden's requests answered non-2xx / non-OK in the measured time; pw cpu, pw rss = its CPU (% of a core) and peak RSS, medians)"
+        "(ratio = median over median, with the lowest and highest ratio of the reps run side by side; pw refused = share of pipewarden's requests answered non-2xx / non-OK in the measured time; pw cpu, pw rss = its CPU (% of a core) and peak RSS, medians)"
     );
 
     if options.modes.contains(&Mode::Fixed) {
